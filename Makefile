@@ -1,0 +1,37 @@
+# make run: serve the API with demo data.  make test: the whole suite against a real PostgreSQL.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test schema bench bench-queries bench-reruns clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install_graphiql_assets.sh
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	PYTHON=$(PY) bash scripts/install_graphiql_assets.sh
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m graphql_api run
+
+test: setup
+	$(PY) -m pytest -q
+
+schema: setup
+	$(PY) -m strawberry export-schema graphql_api.schema:schema --output schema.graphql
+
+bench: bench-queries bench-reruns
+
+bench-queries: setup
+	$(PY) -m bench.queries
+
+bench-reruns: setup
+	$(PY) -m bench.reruns
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,160 @@
+"""Command line: `python -m graphql_api serve | run | migrate | seed | worker | import FILE | create-api-key`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from graphql_api.config import Settings
+from graphql_api.logs import setup_logging
+from graphql_api.services import database_url, open_services
+
+log = logging.getLogger("graphql_api")
+
+DEMO_WORKSPACE = "demo"
+
+
+async def _migrate(settings: Settings, url: str) -> None:
+    from graphql_api.db import migrate
+
+    applied = await migrate(url)
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+async def _seed(settings: Settings, url: str, *, only_if_empty: bool) -> None:
+    from graphql_api.demo_data import generate_demo_records
+    from graphql_api.importer import Importer
+    from graphql_api.workspaces import ensure_workspace
+
+    async with open_services(settings, url) as services:
+        workspace = await ensure_workspace(db=services.db, name=DEMO_WORKSPACE)
+        if only_if_empty and not await services.db.fetch_val("workspace_is_empty", workspace_id=workspace.id):
+            log.info("seed_skipped workspace=demo reason=not empty")
+            return
+        records = list(enumerate(generate_demo_records(), start=1))
+        log.info("seed_started workspace=demo records=%d", len(records))
+        report = await Importer(
+            db=services.db, workspace_id=workspace.id, analyzer=services.analyzer,
+            concurrency=settings.analysis_concurrency,
+        ).run(records)
+        for line, reason in report.errors:
+            log.error("seed_record_failed record=%d reason=%s", line, reason)
+        print(f"seeded workspace demo: {report.summary()}")
+
+
+async def _create_api_key(settings: Settings, url: str, workspace: str) -> str:
+    from graphql_api.workspaces import create_api_key
+
+    async with open_services(settings, url) as services:
+        _, key = await create_api_key(db=services.db, workspace_name=workspace)
+    return key
+
+
+async def _demo_key(settings: Settings, url: str) -> str:
+    """The demo key kept under the data directory, made anew when missing or no longer valid."""
+    from graphql_api.workspaces import Authenticator, create_api_key
+
+    path = settings.data_dir / "demo-api-key"
+    async with open_services(settings, url) as services:
+        if path.exists():
+            key = path.read_text().strip()
+            workspace = await Authenticator(services.db).workspace_for(key)
+            if workspace is not None and workspace.name == DEMO_WORKSPACE:
+                return key
+        _, key = await create_api_key(db=services.db, workspace_name=DEMO_WORKSPACE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+async def _import(settings: Settings, url: str, file: Path, workspace_name: str) -> int:
+    from graphql_api.importer import import_file
+    from graphql_api.workspaces import ensure_workspace
+
+    async with open_services(settings, url) as services:
+        workspace = await ensure_workspace(db=services.db, name=workspace_name)
+        report = await import_file(
+            db=services.db, workspace_id=workspace.id, path=file, analyzer=services.analyzer,
+            concurrency=settings.analysis_concurrency,
+        )
+    for line, reason in report.errors:
+        print(f"{file}:{line}: skipped: {reason}", file=sys.stderr)
+    print(f"{file}: {report.summary()}")
+    return 1 if report.errors and not (report.calls or report.chats or report.agent_versions or report.unchanged) else 0
+
+
+def _serve(settings: Settings, url: str) -> None:
+    import uvicorn
+
+    from graphql_api.app import create_app
+
+    uvicorn.run(
+        create_app(settings, url),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=settings.access_log,
+        ws_ping_interval=20,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m graphql_api", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="serve the API (migrations applied at start)")
+    sub.add_parser("run", help="migrate, seed an empty demo workspace, print a demo key, serve")
+    sub.add_parser("migrate", help="apply pending migrations")
+    sub.add_parser("seed", help="fill the workspace 'demo' with demo agents, calls and chats")
+    sub.add_parser("worker", help="run rerun workers without the HTTP server")
+    imp = sub.add_parser("import", help="import agents, calls and chats in Retell's JSON shape")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--workspace", default=DEMO_WORKSPACE, help="target workspace (created when missing)")
+    key = sub.add_parser("create-api-key", help="create an API key; the key is printed alone on the last line")
+    key.add_argument("--workspace", required=True)
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    setup_logging(settings)
+    with database_url(settings) as url:
+        if args.command == "migrate":
+            asyncio.run(_migrate(settings, url))
+        elif args.command == "seed":
+            asyncio.run(_seed(settings, url, only_if_empty=False))
+        elif args.command == "import":
+            if not args.file.is_file():
+                print(f"{args.file}: no such file", file=sys.stderr)
+                return 2
+            return asyncio.run(_import(settings, url, args.file, args.workspace))
+        elif args.command == "create-api-key":
+            created = asyncio.run(_create_api_key(settings, url, args.workspace))
+            print(f"API key for workspace {args.workspace} (shown once, store it now):")
+            print(created)
+        elif args.command == "worker":
+            from graphql_api.reruns.worker import run_worker_process
+
+            asyncio.run(run_worker_process(settings, url))
+        elif args.command == "serve":
+            _serve(settings, url)
+        elif args.command == "run":
+            asyncio.run(_seed(settings, url, only_if_empty=True))
+            demo_key = asyncio.run(_demo_key(settings, url))
+            base = f"http://{settings.host}:{settings.port}"
+            print(
+                "\n"
+                f"  GraphiQL:      {base}/graphql\n"
+                f"  Demo API key:  {demo_key}\n"
+                f'  Header:        {{"Authorization": "Bearer {demo_key}"}}\n'
+                f"  Health:        {base}/healthz\n",
+                flush=True,
+            )
+            _serve(settings, url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

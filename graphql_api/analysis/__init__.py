@@ -1,0 +1,1 @@
+"""Analyzers that turn a transcript and an analysis config into a typed result."""

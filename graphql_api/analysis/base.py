@@ -1,0 +1,121 @@
+"""The analyzer interface: the shapes that go in (conversation, config) and come out (outcome)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+FieldType = Literal["STRING", "ENUM", "BOOLEAN", "NUMBER"]
+Sentiment = Literal["NEGATIVE", "NEUTRAL", "POSITIVE", "UNKNOWN"]
+ConversationKind = Literal["CALL", "CHAT"]
+
+DEFAULT_SUMMARY_PROMPT = "Write a 1 to 3 sentence summary of the conversation based on the transcript."
+DEFAULT_SUCCESSFUL_PROMPT = (
+    "Evaluate whether the agent had a successful conversation with the user: the agent finished "
+    "the task it was given and the conversation did not end in voicemail, an error or an unresolved problem."
+)
+DEFAULT_USER_SENTIMENT_PROMPT = (
+    "Evaluate the user's sentiment, mood and satisfaction level during the conversation: "
+    "NEGATIVE, NEUTRAL or POSITIVE, or UNKNOWN when the transcript does not tell."
+)
+
+
+@dataclass(frozen=True)
+class DataField:
+    """One custom extraction field of an analysis config."""
+
+    name: str
+    type: FieldType
+    description: str = ""
+    examples: tuple[str, ...] = ()
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "description": self.description,
+            "examples": list(self.examples),
+            "choices": list(self.choices) if self.choices is not None else None,
+            "required": self.required,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> DataField:
+        choices = raw.get("choices")
+        return cls(
+            name=raw["name"],
+            type=raw["type"],
+            description=raw.get("description") or "",
+            examples=tuple(raw.get("examples") or ()),
+            choices=tuple(choices) if choices is not None else None,
+            required=bool(raw.get("required", False)),
+        )
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """The effective config of one agent version: defaults already applied to unset prompts."""
+
+    model: str
+    summary_prompt: str = DEFAULT_SUMMARY_PROMPT
+    successful_prompt: str = DEFAULT_SUCCESSFUL_PROMPT
+    user_sentiment_prompt: str = DEFAULT_USER_SENTIMENT_PROMPT
+    data_fields: tuple[DataField, ...] = ()
+
+
+@dataclass(frozen=True)
+class Utterance:
+    role: Literal["agent", "user"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What an analyzer may read of a call or chat."""
+
+    id: str
+    kind: ConversationKind
+    transcript: str
+    utterances: tuple[Utterance, ...] = ()
+    status: str | None = None
+    disconnection_reason: str | None = None
+    duration_ms: int | None = None
+
+
+@dataclass
+class AnalysisOutcome:
+    """A typed analysis result with the usage that produced it."""
+
+    model: str
+    summary: str | None
+    successful: bool | None
+    user_sentiment: Sentiment
+    in_voicemail: bool | None
+    custom_data: dict[str, Any] = field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class AnalysisError(Exception):
+    """The analysis of one conversation failed; `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class Analyzer(Protocol):
+    name: str
+
+    async def analyze(self, conversation: Conversation, config: AnalysisConfig) -> AnalysisOutcome: ...
+
+
+def apply_required_fields(outcome: AnalysisOutcome, config: AnalysisConfig) -> AnalysisOutcome:
+    """A required field left empty makes the conversation unsuccessful (product rule)."""
+    for f in config.data_fields:
+        if f.required and outcome.custom_data.get(f.name) in (None, ""):
+            outcome.successful = False
+    return outcome

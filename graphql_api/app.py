@@ -1,0 +1,116 @@
+"""The Starlette application: GraphQL over HTTP and WebSocket, GraphiQL, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from graphql_api.config import Settings
+from graphql_api.graphiql import render_graphiql, static_route, vendor_dir
+from graphql_api.schema import schema
+from graphql_api.schema.context import Context
+from graphql_api.services import Services, open_services
+from graphql_api.workspaces import bearer_key
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.graphql_requests = 0
+
+
+class GraphQLView(GraphQL):
+    """Strawberry's ASGI view with our context, auth, orjson encoding and the offline GraphiQL page."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(schema, **kwargs)
+        self._graphiql_html: str | None = None
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        services: Services = request.app.state.services
+        context = Context(services=services, request=request, response=response)
+        if isinstance(request, Request):
+            request.app.state.metrics.graphql_requests += 1
+            await _authenticate(context, request.headers.get("authorization"))
+        return context
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        params = context.connection_params or {}
+        authorization = params.get("Authorization") or params.get("authorization") if isinstance(params, dict) else None
+        await _authenticate(context, authorization if isinstance(authorization, str) else None)
+        return await super().on_ws_connect(context)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        if self._graphiql_html is None:
+            self._graphiql_html = render_graphiql(vendor_dir=vendor_dir())
+        return HTMLResponse(self._graphiql_html)
+
+
+async def _authenticate(context: Context, authorization: str | None) -> None:
+    key = bearer_key(authorization)
+    if authorization and key is None:
+        context.auth_error = "The Authorization header must be `Bearer <API key>`."
+    elif key is not None:
+        context.workspace = await context.services.authenticator.workspace_for(key)
+        if context.workspace is None:
+            context.auth_error = "The API key is not valid (unknown or revoked)."
+
+
+async def healthz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        reachable = await asyncio.wait_for(services.db.ping(), timeout=2.0)
+    except Exception as exc:  # any failure means unreachable; the body says which
+        log.warning("healthz_database_unreachable error=%s", type(exc).__name__)
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "reachable" if reachable else "unreachable"})
+
+
+async def metrics(request: Request) -> Response:
+    services: Services = request.app.state.services
+    lines = [
+        "# HELP graphql_http_requests_total GraphQL requests received over HTTP.",
+        "# TYPE graphql_http_requests_total counter",
+        f"graphql_http_requests_total {request.app.state.metrics.graphql_requests}",
+        "# HELP sql_statements_total SQL statements sent to PostgreSQL by this process.",
+        "# TYPE sql_statements_total counter",
+        f"sql_statements_total {services.db.statements_executed}",
+    ]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def create_app(settings: Settings, database_url: str) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings, database_url) as services:
+            app.state.services = services
+            app.state.metrics = Metrics()
+            log.info("server_ready analyzer=%s", services.analyzer.name)
+            yield
+
+    view = GraphQLView()
+    return Starlette(
+        routes=[
+            Route("/graphql", view, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", view),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+            static_route(),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,255 @@
+"""The database: `databases` pooled connections for queries, named SQL from sql/, migrations,
+and the embedded PostgreSQL used when DATABASE_URL is unset.
+
+Everything that touches `databases` (and through it SQLAlchemy) stays in this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import databases
+import orjson
+
+from graphql_api.config import ROOT
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = ROOT / "sql"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+QUERIES_DIR = SQL_DIR / "queries"
+
+_HEADER = re.compile(r"^-- ([a-z_][a-z0-9_]*) --\s*$")
+# A bind parameter is `:name`, never the second colon of a `::type` cast.
+_PARAM = re.compile(r"(?<![:\w]):([a-zA-Z_]\w*)")
+# Migrations take this advisory lock so that processes starting together apply them once.
+_MIGRATION_LOCK = 7_201_554_113
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    sql: str  # with $1..$n placeholders
+    params: tuple[str, ...]  # parameter name of each placeholder, in order
+
+
+def parse_queries(text: str, *, source: str) -> dict[str, NamedQuery]:
+    """Split a queries file into its named statements and turn `:name` into `$n` placeholders."""
+    blocks: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        m = _HEADER.match(line)
+        if m:
+            current = m.group(1)
+            if current in blocks:
+                raise ValueError(f"{source}: query {current!r} defined twice")
+            blocks[current] = []
+        elif current is not None:
+            blocks[current].append(line)
+    queries = {}
+    for name, lines in blocks.items():
+        body = "\n".join(line for line in lines if not line.lstrip().startswith("--")).strip().rstrip(";")
+        order: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key not in order:
+                order.append(key)
+            return f"${order.index(key) + 1}"
+
+        queries[name] = NamedQuery(name, _PARAM.sub(number, body), tuple(order))
+    return queries
+
+
+def load_queries(directory: Path = QUERIES_DIR) -> dict[str, NamedQuery]:
+    queries: dict[str, NamedQuery] = {}
+    for path in sorted(directory.glob("*.sql")):
+        for name, query in parse_queries(path.read_text(), source=path.name).items():
+            if name in queries:
+                raise ValueError(f"{path.name}: query {name!r} already defined in another file")
+            queries[name] = query
+    return queries
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename,
+            schema="pg_catalog",
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+        )
+
+
+class Database:
+    """Named queries over a `databases` pool; each asyncio task gets its own pooled connection."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 20):
+        self.url = url
+        # asyncpg reads the DSN itself so that unix-socket URLs (?host=/dir) work.
+        self._database = databases.Database(
+            url, dsn=url, min_size=min_size, max_size=max_size, init=_init_connection
+        )
+        self.queries = load_queries()
+        self.statements_executed = 0
+
+    async def connect(self) -> None:
+        await self._database.connect()
+
+    async def disconnect(self) -> None:
+        await self._database.disconnect()
+
+    def _prepare(self, query_name: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        query = self.queries[query_name]
+        missing = [p for p in query.params if p not in params]
+        if missing:
+            raise KeyError(f"query {query_name} needs {missing}")
+        self.statements_executed += 1
+        return query.sql, [params[p] for p in query.params]
+
+    @contextlib.asynccontextmanager
+    async def _raw(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._database.connection() as conn:
+            yield conn.raw_connection
+
+    async def fetch_all(self, query_name: str, /, **params: Any) -> list[asyncpg.Record]:
+        sql, args = self._prepare(query_name, params)
+        async with self._raw() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def fetch_one(self, query_name: str, /, **params: Any) -> asyncpg.Record | None:
+        sql, args = self._prepare(query_name, params)
+        async with self._raw() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetch_val(self, query_name: str, /, **params: Any) -> Any:
+        sql, args = self._prepare(query_name, params)
+        async with self._raw() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def execute(self, query_name: str, /, **params: Any) -> str:
+        sql, args = self._prepare(query_name, params)
+        async with self._raw() as conn:
+            return await conn.execute(sql, *args)
+
+    async def execute_many(self, query_name: str, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        query = self.queries[query_name]
+        self.statements_executed += 1
+        async with self._raw() as conn:
+            await conn.executemany(query.sql, [[row[p] for p in query.params] for row in rows])
+
+    async def execute_script(self, sql: str) -> None:
+        self.statements_executed += 1
+        async with self._raw() as conn:
+            await conn.execute(sql)
+
+    def transaction(self) -> Any:
+        """All statements of this task inside the block commit together or not at all."""
+        return self._database.transaction()
+
+    async def ping(self) -> bool:
+        async with self._raw() as conn:
+            return await conn.fetchval("SELECT 1") == 1
+
+
+# ---- migrations -------------------------------------------------------------------------------
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        number, _, rest = path.stem.partition("_")
+        found.append((int(number), rest, path))
+    numbers = [n for n, _, _ in found]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"migrations must be numbered 1..n without gaps, found {numbers}")
+    return found
+
+
+async def migrate(url: str) -> list[str]:
+    """Apply the migrations not yet recorded, in order, each in its own transaction."""
+    applied_now = []
+    conn = await asyncpg.connect(dsn=url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version int PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        for number, name, path in migration_files():
+            text = path.read_text()
+            checksum = hashlib.sha256(text.encode()).hexdigest()
+            if number in done:
+                if done[number] != checksum:
+                    log.warning("migration_changed_after_apply version=%s name=%s", number, name)
+                continue
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute(text)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    number, name, checksum,
+                )
+            log.info("migration_applied version=%s name=%s ms=%.0f", number, name, (time.perf_counter() - started) * 1000)
+            applied_now.append(f"{number:03d}_{name}")
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.close()
+    return applied_now
+
+
+# ---- embedded PostgreSQL ----------------------------------------------------------------------
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the `pgserver` wheel, its data under `directory`, on a unix socket."""
+
+    def __init__(self, directory: Path, *, delete_on_stop: bool = False):
+        self.directory = directory
+        self.delete_on_stop = delete_on_stop
+        self._server: Any = None
+
+    def start(self) -> str:
+        import pgserver  # imported here: only the embedded mode needs it
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        # "stop": the server stops when the last process using this directory lets go of it.
+        mode = "delete" if self.delete_on_stop else "stop"
+        self._server = pgserver.get_server(self.directory, cleanup_mode=mode)
+        log.info("embedded_postgres_ready dir=%s ms=%.0f", self.directory, (time.perf_counter() - started) * 1000)
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return parts._replace(path="/" + name).geturl()
+
+
+def describe_url(url: str) -> str:
+    """A URL for logs: no password."""
+    parts = urlsplit(url)
+    host = parts.hostname or parse_qs(parts.query).get("host", ["local socket"])[0]
+    return f"postgresql://{parts.username or ''}@{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"

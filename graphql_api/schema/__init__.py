@@ -1,0 +1,37 @@
+"""The Strawberry schema: `graphql_api.schema:schema` is what `make schema` exports."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import strawberry
+from graphql.error import GraphQLError
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.types import ExecutionContext
+
+from graphql_api.schema.extensions import ErrorCodes, FreshLoaders
+from graphql_api.schema.query import Query
+from graphql_api.schema.scalars import DecimalScalar
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        # Unexpected errors were logged with their traceback when ErrorCodes masked them;
+        # the rest are the client's and only worth a debug line.
+        for error in errors:
+            logging.getLogger("graphql_api.errors").debug(
+                "client_error code=%s message=%s", (error.extensions or {}).get("code"), error.message
+            )
+
+
+schema = Schema(
+    query=Query,
+    scalar_overrides={Decimal: DecimalScalar},
+    extensions=[
+        ErrorCodes,
+        FreshLoaders,
+        lambda: ParserCache(maxsize=512),
+        lambda: ValidationCache(maxsize=512),
+    ],
+)

@@ -1,0 +1,56 @@
+"""Schema extensions: error codes on every error, and fresh DataLoaders per operation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from graphql.error import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.mask_errors import MaskErrors
+
+from graphql_api.errors import ApiError
+
+log = logging.getLogger("graphql_api.errors")
+
+INTERNAL_MESSAGE = "Internal server error. It has been logged; try again or contact support."
+
+
+def with_code(error: GraphQLError) -> GraphQLError:
+    """Give an error its contract code; an unexpected one becomes INTERNAL with no internals."""
+    original = error.original_error
+    if isinstance(original, ApiError):
+        message, extensions = original.message, original.extensions
+    elif original is None or error.path is None:
+        # Syntax, validation and variable coercion errors: the request itself is wrong.
+        message = error.message
+        extensions = {**(error.extensions or {}), "code": (error.extensions or {}).get("code", "BAD_USER_INPUT")}
+    else:
+        log.error(
+            "unexpected_error path=%s error=%s",
+            ".".join(str(p) for p in error.path),
+            type(original).__name__,
+            exc_info=original,
+        )
+        message, extensions = INTERNAL_MESSAGE, {"code": "INTERNAL"}
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=extensions,
+    )
+
+
+class ErrorCodes(MaskErrors):
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [with_code(error) for error in errors]
+
+
+class FreshLoaders(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if hasattr(context, "reset_loaders"):
+            context.reset_loaders()
+        yield

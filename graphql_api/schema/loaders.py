@@ -1,0 +1,77 @@
+"""DataLoaders, one set per GraphQL operation: every per-row lookup is batched into one query."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from graphql_api.db import Database
+
+
+def _by_key(rows: Iterable[Any], keys: list, key_of) -> list:
+    found = {key_of(row): row for row in rows}
+    return [found.get(key) for key in keys]
+
+
+def _grouped(rows: Iterable[Any], keys: list, key_of) -> list[list]:
+    groups: dict[Any, list] = defaultdict(list)
+    for row in rows:
+        groups[key_of(row)].append(row)
+    return [groups.get(key, []) for key in keys]
+
+
+class Loaders:
+    """Loaders return raw rows (or None); the schema types map them."""
+
+    def __init__(self, db: Database, workspace_id: int):
+        self.db = db
+        self.workspace_id = workspace_id
+        self.agent = DataLoader(self._agents)
+        self.version = DataLoader(self._versions)
+        self.draft = DataLoader(self._drafts)
+        self.versions_of_agent = DataLoader(self._versions_of_agents)
+        self.conversation = DataLoader(self._conversations)
+        self.current_analysis = DataLoader(self._current_analysis)
+        self.analysis_history = DataLoader(self._analysis_history)
+
+    async def _agents(self, keys: list[str]) -> list:
+        rows = await self.db.fetch_all("agents_by_ids", workspace_id=self.workspace_id, agent_ids=keys)
+        return _by_key(rows, keys, lambda r: r["agent_id"])
+
+    async def _versions(self, keys: list[tuple[str, int]]) -> list:
+        rows = await self.db.fetch_all(
+            "agent_versions_by_keys",
+            workspace_id=self.workspace_id,
+            agent_ids=[k[0] for k in keys],
+            versions=[k[1] for k in keys],
+        )
+        return _by_key(rows, keys, lambda r: (r["agent_id"], r["version"]))
+
+    async def _drafts(self, keys: list[str]) -> list:
+        rows = await self.db.fetch_all("drafts_of_agents", workspace_id=self.workspace_id, agent_ids=keys)
+        return _by_key(rows, keys, lambda r: r["agent_id"])
+
+    async def _versions_of_agents(self, keys: list[str]) -> list[list]:
+        rows = await self.db.fetch_all("agent_versions_of_agents", workspace_id=self.workspace_id, agent_ids=keys)
+        return _grouped(rows, keys, lambda r: r["agent_id"])
+
+    async def _conversations(self, keys: list[str]) -> list:
+        rows = await self.db.fetch_all(
+            "conversations_by_ids", workspace_id=self.workspace_id, conversation_ids=keys
+        )
+        return _by_key(rows, keys, lambda r: r["conversation_id"])
+
+    async def _current_analysis(self, keys: list[str]) -> list:
+        rows = await self.db.fetch_all(
+            "current_analysis_of", workspace_id=self.workspace_id, conversation_ids=keys
+        )
+        return _by_key(rows, keys, lambda r: r["conversation_id"])
+
+    async def _analysis_history(self, keys: list[str]) -> list[list]:
+        rows = await self.db.fetch_all(
+            "analysis_history_of", workspace_id=self.workspace_id, conversation_ids=keys
+        )
+        return _grouped(rows, keys, lambda r: r["conversation_id"])

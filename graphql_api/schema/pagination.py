@@ -1,0 +1,90 @@
+"""Relay-style keyset pagination: opaque cursors, page size limits, generic connection types."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Generic, TypeVar
+
+import orjson
+import strawberry
+
+from graphql_api.errors import BadUserInput
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+T = TypeVar("T")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+
+    @strawberry.field(description="The nodes of `edges`, for clients that don't need cursors.")
+    def nodes(self) -> list[T]:
+        return [edge.node for edge in self.edges]
+
+
+def page_size(first: int | None) -> int:
+    if first is None:
+        return DEFAULT_PAGE_SIZE
+    if first < 0:
+        raise BadUserInput(f"`first` must be zero or more, got {first}.", argument="first")
+    if first > MAX_PAGE_SIZE:
+        raise BadUserInput(
+            f"`first` may be at most {MAX_PAGE_SIZE}, got {first}; page through with `after`.",
+            argument="first",
+        )
+    return first
+
+
+def encode_cursor(tag: str, at: datetime, ident: str) -> str:
+    raw = orjson.dumps([tag, at.isoformat(), ident])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, tag: str) -> tuple[datetime | None, str | None]:
+    """The (timestamp, id) keyset position of a cursor from a connection of kind `tag`."""
+    if cursor is None:
+        return None, None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        got_tag, at, ident = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        if got_tag != tag or not isinstance(ident, str):
+            raise ValueError("cursor of another connection")
+        return datetime.fromisoformat(at), ident
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise BadUserInput(
+            "`after` is not a cursor of this list; pass the `endCursor` of a previous page.", argument="after"
+        ) from exc
+
+
+def build_connection(nodes: list[T], *, has_next: bool, after: str | None, cursor_of) -> Connection[T]:
+    """Wrap one page; pages are fetched with one extra row, which only tells whether a next page exists."""
+    edges = [Edge(cursor=cursor_of(node), node=node) for node in nodes]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=has_next,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )

@@ -1,0 +1,65 @@
+"""The long-lived parts a process shares: database, authenticator, analyzer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from graphql_api.analysis.base import Analyzer
+from graphql_api.config import Settings
+from graphql_api.db import Database, EmbeddedPostgres, describe_url, migrate
+from graphql_api.workspaces import Authenticator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    authenticator: Authenticator
+    analyzer: Analyzer
+
+
+def make_analyzer(settings: Settings) -> Analyzer:
+    if settings.gemini_api_key:
+        from graphql_api.analysis.gemini import GeminiAnalyzer
+
+        log.info("analyzer_selected analyzer=gemini base_url=%s", settings.gemini_base_url or "default")
+        return GeminiAnalyzer(settings.gemini_api_key, settings.gemini_base_url)
+    from graphql_api.analysis.offline import OfflineAnalyzer
+
+    log.warning(
+        "analyzer_selected analyzer=offline reason=GEMINI_API_KEY unset; results come from the deterministic "
+        "offline analyzer (model 'offline', no cost), not from an LLM"
+    )
+    return OfflineAnalyzer()
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings):
+    """DATABASE_URL when set; otherwise an embedded PostgreSQL under the data directory."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir / "pg")
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings, url: str, *, apply_migrations: bool = True) -> AsyncIterator[Services]:
+    if apply_migrations:
+        await migrate(url)
+    db = Database(url, max_size=settings.db_pool_max)
+    await db.connect()
+    log.info("database_connected url=%s", describe_url(url))
+    try:
+        yield Services(settings=settings, db=db, authenticator=Authenticator(db), analyzer=make_analyzer(settings))
+    finally:
+        await db.disconnect()
