@@ -14,12 +14,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from graphql import ExecutionResult
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
 
 from graphql_api.config import Settings
 from graphql_api.graphiql import render_graphiql, static_route, vendor_dir
 from graphql_api.schema import schema
 from graphql_api.schema.context import Context
+from graphql_api.schema.extensions import with_code
 from graphql_api.services import Services, open_services
 from graphql_api.workspaces import bearer_key
 
@@ -51,6 +54,12 @@ class GraphQLView(GraphQL):
         authorization = params.get("Authorization") or params.get("authorization") if isinstance(params, dict) else None
         await _authenticate(context, authorization if isinstance(authorization, str) else None)
         return await super().on_ws_connect(context)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # Syntax errors end a request before the schema extensions see it; every error gets its code here.
+        if result.errors:
+            result.errors = [with_code(error) for error in result.errors]
+        return process_result(result)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -102,6 +111,7 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
             app.state.metrics = Metrics()
             log.info("server_ready analyzer=%s", services.analyzer.name)
             yield
+            log.info("server_stopping reason=shutdown")
 
     view = GraphQLView()
     return Starlette(
