@@ -11,6 +11,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
 from graphql_api.schema.extensions import ErrorCodes, FreshLoaders
+from graphql_api.schema.mutation import Mutation
 from graphql_api.schema.query import Query
 from graphql_api.schema.scalars import DecimalScalar
 
@@ -27,6 +28,7 @@ class Schema(strawberry.Schema):
 
 schema = Schema(
     query=Query,
+    mutation=Mutation,
     scalar_overrides={Decimal: DecimalScalar},
     extensions=[
         ErrorCodes,

@@ -36,6 +36,7 @@ class Loaders:
         self.conversation = DataLoader(self._conversations)
         self.current_analysis = DataLoader(self._current_analysis)
         self.analysis_history = DataLoader(self._analysis_history)
+        self.config_changes = DataLoader(self._config_changes)
 
     async def _agents(self, keys: list[str]) -> list:
         rows = await self.db.fetch_all("agents_by_ids", workspace_id=self.workspace_id, agent_ids=keys)
@@ -75,3 +76,12 @@ class Loaders:
             "analysis_history_of", workspace_id=self.workspace_id, conversation_ids=keys
         )
         return _grouped(rows, keys, lambda r: r["conversation_id"])
+
+    async def _config_changes(self, keys: list[tuple[str, int]]) -> list[list]:
+        rows = await self.db.fetch_all(
+            "agent_version_changes_of",
+            workspace_id=self.workspace_id,
+            agent_ids=[k[0] for k in keys],
+            versions=[k[1] for k in keys],
+        )
+        return _grouped(rows, keys, lambda r: (r["agent_id"], r["version"]))

@@ -105,6 +105,23 @@ class AnalysisConfig:
         )
 
 
+@strawberry.type(description="One edit of a draft's analysis config.")
+class ConfigChange:
+    changed_at: datetime
+    changed_fields: list[str] = strawberry.field(description="summary_prompt, successful_prompt, user_sentiment_prompt, data_fields or model.")
+    before: AnalysisConfig
+    after: AnalysisConfig
+
+    @classmethod
+    def from_row(cls, row: Any) -> ConfigChange:
+        return cls(
+            changed_at=row["changed_at"],
+            changed_fields=list(row["changed_fields"]),
+            before=AnalysisConfig.from_row(row["before_config"]),
+            after=AnalysisConfig.from_row(row["after_config"]),
+        )
+
+
 @strawberry.type(description="A numbered version of an agent. Published versions are frozen; the latest draft is editable.")
 class AgentVersion:
     id: strawberry.ID = strawberry.field(description="`<agent id>@<version>`.")
@@ -117,6 +134,15 @@ class AgentVersion:
     published_at: datetime | None
     config_updated_at: datetime = strawberry.field(description="When this version's analysis config last changed.")
     analysis_config: AnalysisConfig
+
+    @strawberry.field
+    async def agent(self, info: Info) -> Agent:
+        return await _load_agent(info, self.agent_id)
+
+    @strawberry.field(description="Every edit of this version's analysis config, newest first.")
+    async def config_changes(self, info: Info) -> list[ConfigChange]:
+        rows = await info.context.loaders.config_changes.load((self.agent_id, self.version))
+        return [ConfigChange.from_row(r) for r in rows]
 
     @classmethod
     def from_row(cls, row: Any) -> AgentVersion:

@@ -85,3 +85,24 @@ WHERE v.workspace_id = :workspace_id AND v.agent_id = :agent_id
 ORDER BY v.version DESC
 LIMIT 1
 RETURNING *, true AS is_latest_draft;
+
+-- agent_draft_lock --
+-- An agent's draft, locked until the transaction ends (edits and publishes queue behind each other).
+SELECT v.*, true AS is_latest_draft
+FROM agent_versions v
+WHERE v.workspace_id = :workspace_id AND v.agent_id = :agent_id AND NOT v.is_published
+FOR UPDATE;
+
+-- agent_version_change_insert --
+-- Keep one edit of a draft's config.
+INSERT INTO agent_version_changes (workspace_id, agent_id, version, changed_fields, before_config, after_config)
+VALUES (:workspace_id, :agent_id, :version, :changed_fields, :before_config::jsonb, :after_config::jsonb);
+
+-- agent_version_changes_of --
+-- The edits of these versions, newest first.
+SELECT c.*
+FROM agent_version_changes c
+JOIN unnest(:agent_ids::text[], :versions::int[]) AS k(agent_id, version)
+  ON c.agent_id = k.agent_id AND c.version = k.version
+WHERE c.workspace_id = :workspace_id
+ORDER BY c.agent_id, c.version, c.id DESC;

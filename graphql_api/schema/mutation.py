@@ -1,0 +1,84 @@
+"""Mutations on agents' analysis configs. Reruns live in graphql_api.schema.reruns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from graphql_api import agents
+from graphql_api.schema.context import Info
+from graphql_api.schema.types import AgentVersion, DataFieldType
+
+
+@strawberry.input(description="One custom analysis field.")
+class DataFieldInput:
+    name: str = strawberry.field(description="Letters, digits and _; the key of the value in `customData`.")
+    type: DataFieldType
+    description: str = ""
+    examples: list[str] | None = None
+    choices: list[str] | None = strawberry.field(default=None, description="Required, non-empty and unique for ENUM; absent otherwise.")
+    required: bool = strawberry.field(default=False, description="Left empty by the analysis, it makes the conversation unsuccessful.")
+
+
+@strawberry.input(
+    description="Changes to a draft's analysis config. An omitted field stays as it is; an explicit null "
+    "resets a prompt to the built-in default (and the model to the default model)."
+)
+class AnalysisConfigInput:
+    summary_prompt: str | None = strawberry.UNSET
+    successful_prompt: str | None = strawberry.UNSET
+    user_sentiment_prompt: str | None = strawberry.UNSET
+    data_fields: list[DataFieldInput] | None = strawberry.field(
+        default=strawberry.UNSET, description="The whole list, replacing the current one; null clears it."
+    )
+    model: str | None = strawberry.UNSET
+    expected_config_updated_at: datetime | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="When given, the edit is refused with CONFLICT if the draft changed since this `configUpdatedAt`.",
+    )
+
+
+def _changes(input: AnalysisConfigInput) -> dict:
+    changes = {}
+    for key in ("summary_prompt", "successful_prompt", "user_sentiment_prompt", "model"):
+        value = getattr(input, key)
+        if value is not strawberry.UNSET:
+            changes[key] = value
+    if input.data_fields is not strawberry.UNSET:
+        changes["data_fields"] = [
+            {
+                "name": f.name,
+                "type": f.type.value,
+                "description": f.description,
+                "examples": f.examples or [],
+                "choices": f.choices,
+                "required": f.required,
+            }
+            for f in input.data_fields or []
+        ]
+    return changes
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Edit the analysis config of the agent's latest draft, all or nothing. Published versions can't be edited."
+    )
+    async def update_draft_prompts(self, info: Info, agent_id: strawberry.ID, input: AnalysisConfigInput) -> AgentVersion:
+        workspace = info.context.require_workspace()
+        expected = input.expected_config_updated_at
+        row = await agents.update_draft(
+            db=info.context.db,
+            workspace_id=workspace.id,
+            agent_id=agent_id,
+            changes=_changes(input),
+            expected_config_updated_at=expected if expected is not strawberry.UNSET else None,
+        )
+        return AgentVersion.from_row(row)
+
+    @strawberry.mutation(description="Freeze the latest draft and start the next draft as a copy of it. Returns the published version.")
+    async def publish_draft(self, info: Info, agent_id: strawberry.ID) -> AgentVersion:
+        workspace = info.context.require_workspace()
+        published, _ = await agents.publish_draft(db=info.context.db, workspace_id=workspace.id, agent_id=agent_id)
+        return AgentVersion.from_row(published)
