@@ -75,6 +75,7 @@ async def _authenticate(context: Context, authorization: str | None) -> None:
     if authorization and key is None:
         context.auth_error = "The Authorization header must be `Bearer <API key>`."
     elif key is not None:
+        context.key_prefix = key[:10]
         context.workspace = await context.services.authenticator.workspace_for(key)
         if context.workspace is None:
             context.auth_error = "The API key is not valid (unknown or revoked)."
@@ -106,7 +107,7 @@ async def metrics(request: Request) -> Response:
 def create_app(settings: Settings, database_url: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings, database_url) as services:
+        async with open_services(settings, database_url, background=True) as services:
             app.state.services = services
             app.state.metrics = Metrics()
             log.info("server_ready analyzer=%s", services.analyzer.name)

@@ -33,6 +33,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     access_log: bool = False
+    lease_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,4 +50,5 @@ class Settings:
             log_level=(os.environ.get("LOG_LEVEL") or "INFO").upper(),
             log_format=(os.environ.get("LOG_FORMAT") or "text").lower(),
             access_log=os.environ.get("ACCESS_LOG", "0").lower() in ("1", "true", "yes"),
+            lease_s=float(_int("RERUN_LEASE_SECONDS", 30)),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from graphql_api.analysis.base import Analyzer
 from graphql_api.config import Settings
 from graphql_api.db import Database, EmbeddedPostgres, describe_url, migrate
+from graphql_api.reruns.progress import ProgressHub
+from graphql_api.reruns.worker import RerunWorker
 from graphql_api.workspaces import Authenticator
 
 log = logging.getLogger(__name__)
@@ -21,6 +24,12 @@ class Services:
     db: Database
     authenticator: Authenticator
     analyzer: Analyzer
+    progress: ProgressHub | None = None
+    worker: RerunWorker | None = None
+
+    def wake_workers(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
 
 
 def make_analyzer(settings: Settings) -> Analyzer:
@@ -53,13 +62,35 @@ def database_url(settings: Settings):
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings, url: str, *, apply_migrations: bool = True) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, url: str, *, apply_migrations: bool = True, background: bool = False
+) -> AsyncIterator[Services]:
+    """The process's services; with `background`, also the progress listener and (per settings) a rerun worker."""
     if apply_migrations:
         await migrate(url)
     db = Database(url, max_size=settings.db_pool_max)
     await db.connect()
     log.info("database_connected url=%s", describe_url(url))
+    services = Services(settings=settings, db=db, authenticator=Authenticator(db), analyzer=make_analyzer(settings))
+    worker_task = None
     try:
-        yield Services(settings=settings, db=db, authenticator=Authenticator(db), analyzer=make_analyzer(settings))
+        if background:
+            services.progress = ProgressHub(db, url, on_queued=services.wake_workers)
+            await services.progress.start()
+            if settings.run_workers:
+                services.worker = RerunWorker(
+                    db=db, analyzer=services.analyzer, concurrency=settings.analysis_concurrency,
+                    lease_s=settings.lease_s,
+                )
+                worker_task = asyncio.create_task(services.worker.run())
+        yield services
     finally:
+        if worker_task is not None:
+            services.worker.stop()
+            await worker_task
+        if services.progress is not None:
+            await services.progress.stop()
+        close = getattr(services.analyzer, "aclose", None)
+        if close is not None:
+            await close()
         await db.disconnect()

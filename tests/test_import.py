@@ -71,7 +71,7 @@ async def test_repeated_import_changes_nothing(api, tmp_path) -> None:
     assert again.analyses_run == 0 and again.errors == []
     after = data(await api.gql(COUNTS, key=key))
     assert after == before
-    assert all(c["analysisHistory"] == [] and c["analysis"]["trigger"] == "INITIAL" for c in after["calls"]["nodes"])
+    assert all(c["analysisHistory"] == [] and c["analysis"]["trigger"] == "INITIAL" for c in after["calls"]["nodes"]), after
 
 
 async def test_json_array_and_single_object_files(api, tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Storing analysis runs: the result, its charge line and the current-result switch commit together."""
+"""Storing analysis runs: the result, its charge line and the current-result switch commit together
+(in the SQL function record_analysis_result, which rerun workers use too)."""
 
 from __future__ import annotations
 
@@ -23,19 +24,15 @@ async def record_result(
     outcome: AnalysisOutcome,
     waive: bool = False,
 ) -> Any:
-    """Store one run and its charge. Call inside a transaction; a preview never becomes current.
+    """Store one run and its charge in one statement; a preview never becomes current.
 
     `waive` marks a run already paid elsewhere (an analysis that came with an import).
     """
     reason = _REASON[trigger]
     amount = cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens)
     waived = waive or is_waived(outcome.model, reason)
-    make_current = trigger != "PREVIEW"
-    if make_current:
-        await db.fetch_val("conversation_lock", workspace_id=workspace_id, conversation_id=conversation_id)
-        await db.execute("analysis_retire_current", workspace_id=workspace_id, conversation_id=conversation_id)
-    row = await db.fetch_one(
-        "analysis_insert",
+    return await db.fetch_one(
+        "analysis_record",
         workspace_id=workspace_id,
         conversation_id=conversation_id,
         trigger=trigger,
@@ -50,18 +47,7 @@ async def record_result(
         input_tokens=outcome.input_tokens,
         output_tokens=outcome.output_tokens,
         cost_usd=amount,
-        charged=not waived,
-        is_current=make_current,
-    )
-    await db.execute(
-        "charge_insert",
-        workspace_id=workspace_id,
-        analysis_result_id=row["id"],
-        model=outcome.model,
-        input_tokens=outcome.input_tokens,
-        output_tokens=outcome.output_tokens,
-        amount_usd=amount,
-        reason=reason,
         waived=waived,
+        reason=reason,
+        rerun_job_id=None,
     )
-    return row

@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 from graphql_api.schema.extensions import ErrorCodes, FreshLoaders
 from graphql_api.schema.mutation import Mutation
 from graphql_api.schema.query import Query
+from graphql_api.schema.reruns import Subscription
 from graphql_api.schema.scalars import DecimalScalar
 
 
@@ -29,6 +30,7 @@ class Schema(strawberry.Schema):
 schema = Schema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     scalar_overrides={Decimal: DecimalScalar},
     extensions=[
         ErrorCodes,

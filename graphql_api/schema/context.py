@@ -22,6 +22,7 @@ class Context:
     response: Any = None
     workspace: Workspace | None = None
     auth_error: str | None = None
+    key_prefix: str | None = None
     connection_params: dict[str, Any] | None = None
     _loaders: Loaders | None = field(default=None, repr=False)
 

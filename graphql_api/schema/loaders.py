@@ -37,6 +37,7 @@ class Loaders:
         self.current_analysis = DataLoader(self._current_analysis)
         self.analysis_history = DataLoader(self._analysis_history)
         self.config_changes = DataLoader(self._config_changes)
+        self.result = DataLoader(self._results)
 
     async def _agents(self, keys: list[str]) -> list:
         rows = await self.db.fetch_all("agents_by_ids", workspace_id=self.workspace_id, agent_ids=keys)
@@ -85,3 +86,7 @@ class Loaders:
             versions=[k[1] for k in keys],
         )
         return _grouped(rows, keys, lambda r: (r["agent_id"], r["version"]))
+
+    async def _results(self, keys: list[int]) -> list:
+        rows = await self.db.fetch_all("analysis_results_by_ids", workspace_id=self.workspace_id, ids=keys)
+        return _by_key(rows, keys, lambda r: r["id"])

@@ -8,6 +8,7 @@ import strawberry
 
 from graphql_api import agents
 from graphql_api.schema.context import Info
+from graphql_api.schema.reruns import RerunMutations
 from graphql_api.schema.types import AgentVersion, DataFieldType
 
 
@@ -61,7 +62,7 @@ def _changes(input: AnalysisConfigInput) -> dict:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(RerunMutations):
     @strawberry.mutation(
         description="Edit the analysis config of the agent's latest draft, all or nothing. Published versions can't be edited."
     )

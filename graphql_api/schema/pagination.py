@@ -60,6 +60,26 @@ def encode_cursor(tag: str, at: datetime, ident: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def encode_position(tag: str, position: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([tag, position])).decode().rstrip("=")
+
+
+def decode_position(cursor: str | None, tag: str) -> int:
+    """The integer position of a cursor from a list of kind `tag`; 0 before the first."""
+    if cursor is None:
+        return 0
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        got_tag, position = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        if got_tag != tag or not isinstance(position, int) or position < 0:
+            raise ValueError("cursor of another list")
+        return position
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise BadUserInput(
+            "`after` is not a cursor of this list; pass the `endCursor` of a previous page.", argument="after"
+        ) from exc
+
+
 def decode_cursor(cursor: str | None, tag: str) -> tuple[datetime | None, str | None]:
     """The (timestamp, id) keyset position of a cursor from a connection of kind `tag`."""
     if cursor is None:

@@ -12,6 +12,7 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 from graphql_api.errors import BadUserInput, not_found
 from graphql_api.schema.context import Info
 from graphql_api.schema.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from graphql_api.schema.reruns import RerunQueries
 from graphql_api.schema.types import (
     Agent,
     AgentVersion,
@@ -166,7 +167,7 @@ async def get_conversation(info: Info, kind: Kind, ident: str) -> Any:
 
 
 @strawberry.type
-class Query:
+class Query(RerunQueries):
     @strawberry.field(description="Agents of the workspace, oldest first.")
     async def agents(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Agent]:
         workspace = info.context.require_workspace()

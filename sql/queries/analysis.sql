@@ -11,32 +11,12 @@ FROM analysis_results r
 WHERE r.workspace_id = :workspace_id AND r.conversation_id = ANY(:conversation_ids::text[]) AND NOT r.is_current
 ORDER BY r.conversation_id, r.id DESC;
 
--- conversation_lock --
--- Serialize result writers of one conversation so exactly one result is current.
-SELECT conversation_id FROM conversations
-WHERE workspace_id = :workspace_id AND conversation_id = :conversation_id
-FOR UPDATE;
-
--- analysis_retire_current --
--- The current result becomes history.
-UPDATE analysis_results SET is_current = false
-WHERE workspace_id = :workspace_id AND conversation_id = :conversation_id AND is_current;
-
--- analysis_insert --
--- Store one analysis run.
-INSERT INTO analysis_results (
-    workspace_id, conversation_id, trigger, agent_id, agent_version, model, summary, successful,
-    user_sentiment, in_voicemail, custom_data, input_tokens, output_tokens, cost_usd, charged, is_current)
-VALUES (
-    :workspace_id, :conversation_id, :trigger, :agent_id, :agent_version, :model, :summary, :successful,
-    :user_sentiment, :in_voicemail, :custom_data::jsonb, :input_tokens, :output_tokens, :cost_usd, :charged, :is_current)
-RETURNING *;
-
--- charge_insert --
--- The charge line of one analysis run, waived or not.
-INSERT INTO charges (workspace_id, analysis_result_id, model, input_tokens, output_tokens, amount_usd, reason, waived)
-VALUES (:workspace_id, :analysis_result_id, :model, :input_tokens, :output_tokens, :amount_usd, :reason, :waived)
-RETURNING id;
+-- analysis_record --
+-- Store one analysis run with its charge line, making it current unless a preview (see record_analysis_result).
+-- (FROM, not `SELECT (f()).*`, which would call the function once per column.)
+SELECT * FROM record_analysis_result(:workspace_id, :conversation_id, :trigger, :agent_id, :agent_version, :model,
+                                     :summary, :successful, :user_sentiment, :in_voicemail, :custom_data::jsonb,
+                                     :input_tokens, :output_tokens, :cost_usd, :waived, :reason, :rerun_job_id::text);
 
 -- has_initial_analysis --
 -- Whether a conversation already has its initial analysis (imports stay idempotent).

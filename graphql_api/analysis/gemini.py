@@ -1,0 +1,256 @@
+"""The Gemini analyzer: one google-genai async request per conversation, our own retries, strict output parsing.
+
+The SDK's retries are switched off (HttpRetryOptions(attempts=1)) so this module is the only place that
+decides whether to try again: 429/408/5xx and transport errors are retried with exponential backoff and jitter,
+honouring the server's RetryInfo; any other 4xx fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google import genai
+from google.genai import errors, types
+
+from graphql_api.analysis.base import (
+    AnalysisConfig,
+    AnalysisError,
+    AnalysisOutcome,
+    Conversation,
+    ConversationKind,
+    apply_required_fields,
+)
+from graphql_api.analysis.prompting import (
+    build_response_schema,
+    build_system_instruction,
+    parse_model_output,
+    render_transcript,
+)
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({408, 429})  # plus every 5xx
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    # google-genai sends through httpx2 when installed, else httpx; catch both families.
+    found: list[type[BaseException]] = []
+    for module in ("httpx2", "httpx"):
+        try:
+            found.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
+def _limits(max_connections: int | None) -> dict[str, Any]:
+    """Pool limits for the SDK's async httpx client; None keeps httpx's default (100 connections, 20 idle).
+
+    The default measured fastest up to 100 in flight (httpcore scans every pooled connection per request);
+    raise it only to have more than 100 requests in flight per process.
+    """
+    if max_connections is None:
+        return {}
+    backend = os.environ.get("GOOGLE_GENAI_HTTP_CLIENT", "").strip().lower()
+    for module in (("httpx",) if backend == "httpx" else ("httpx2", "httpx")):
+        try:
+            mod = __import__(module)
+        except ImportError:
+            continue
+        return {"limits": mod.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)}
+    return {}
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)s\s*$")
+
+
+def parse_retry_delay(value: Any) -> float | None:
+    """Seconds from a protobuf Duration as JSON ("2s", "1.5s") or as {"seconds": .., "nanos": ..}."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        return float(match.group(1)) if match else None
+    if isinstance(value, dict):
+        try:
+            return float(value.get("seconds") or 0) + float(value.get("nanos") or 0) / 1e9
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def server_retry_delay(exc: errors.APIError) -> float | None:
+    """The delay the server asked for: google.rpc.RetryInfo in the error details, else a Retry-After header."""
+    body = exc.details if isinstance(exc.details, dict) else {}
+    error = body.get("error", body)
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details or ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = parse_retry_delay(detail.get("retryDelay"))
+            if delay is not None:
+                return delay
+    headers = getattr(exc.response, "headers", None)
+    retry_after = headers.get("retry-after") if headers is not None else None
+    if retry_after:
+        try:
+            return float(retry_after)
+        except ValueError:
+            return None
+    return None
+
+
+def is_retryable_status(status: int | None) -> bool:
+    return status is not None and (status in RETRYABLE_STATUSES or 500 <= status <= 599)
+
+
+@functools.lru_cache(maxsize=128)
+def request_config(config: AnalysisConfig, kind: ConversationKind) -> types.GenerateContentConfig:
+    """The generation config sent for (config, kind), built once.
+
+    A rerun analyzes thousands of conversations with one config snapshot, and validating the schema into the
+    SDK's pydantic types costs more than the rest of our per-request work. The SDK only reads this object.
+    """
+    return types.GenerateContentConfig(
+        system_instruction=build_system_instruction(config, kind),
+        response_mime_type="application/json",
+        response_schema=types.Schema.model_validate(build_response_schema(config, kind)),
+        temperature=0,
+    )
+
+
+class GeminiAnalyzer:
+    """Analyzes a conversation with a Gemini model through google-genai's async client."""
+
+    name = "gemini"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str | None = None,
+        *,
+        max_attempts: int = 5,
+        request_timeout_s: float = 60.0,
+        base_delay_s: float = 0.5,
+        max_delay_s: float = 20.0,
+        max_connections: int | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.max_attempts = max_attempts
+        self.request_timeout_s = request_timeout_s
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self._sleep = sleep
+        self._jitter = jitter
+        self._client = genai.Client(
+            api_key=api_key,
+            vertexai=False,
+            http_options=types.HttpOptions(
+                base_url=base_url,
+                timeout=max(1, round(request_timeout_s * 1000)),
+                # attempts=1 turns tenacity off; a non-None retry_options also stops the SDK's implicit
+                # sleep-and-retry on aiohttp connection errors. Our loop below is the only retry.
+                retry_options=types.HttpRetryOptions(attempts=1),
+                async_client_args=_limits(max_connections) or None,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+
+    def backoff_delay(self, attempt: int, server_delay: float | None) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based)."""
+        if server_delay is not None:
+            # At least what the server asked for, plus up to 10% so a burst of clients does not retry in step.
+            delay = server_delay * (1 + 0.1 * self._jitter())
+        else:
+            ceiling = self.base_delay_s * (2 ** (attempt - 1))
+            delay = ceiling / 2 + ceiling / 2 * self._jitter()  # "equal jitter"
+        return min(self.max_delay_s, delay)
+
+    async def analyze(self, conversation: Conversation, config: AnalysisConfig) -> AnalysisOutcome:
+        kind = conversation.kind
+        generation_config = request_config(config, kind)
+        contents = render_transcript(conversation)
+        last_status: int | None = None
+        last_reason = ""
+        for attempt in range(1, self.max_attempts + 1):
+            server_delay: float | None = None
+            try:
+                response = await self._client.aio.models.generate_content(
+                    model=config.model,
+                    contents=contents,
+                    config=generation_config,
+                )
+            except errors.APIError as exc:
+                last_status, last_reason = exc.code, f"{exc.code} {exc.status}: {exc.message}"
+                if not is_retryable_status(exc.code):
+                    raise AnalysisError(
+                        f"gemini rejected the request for {conversation.id}: {last_reason}",
+                        retryable=False,
+                        status=exc.code,
+                    ) from exc
+                server_delay = server_retry_delay(exc)
+            except _TRANSPORT_ERRORS as exc:
+                last_status, last_reason = None, f"{type(exc).__name__}: {exc}".rstrip(": ")
+            except errors.UnknownApiResponseError as exc:
+                raise AnalysisError(f"gemini answered {conversation.id} with a non-JSON body: {exc}") from exc
+            else:
+                return self._outcome(response, conversation, config)
+
+            if attempt == self.max_attempts:
+                break
+            delay = self.backoff_delay(attempt, server_delay)
+            logger.warning(
+                "gemini retry conversation=%s attempt=%d/%d status=%s delay_s=%.3f reason=%s",
+                conversation.id, attempt, self.max_attempts, last_status, delay, last_reason,
+                extra={
+                    "conversation_id": conversation.id,
+                    "attempt": attempt,
+                    "max_attempts": self.max_attempts,
+                    "status": last_status,
+                    "delay_s": delay,
+                    "server_delay_s": server_delay,
+                },
+            )
+            await self._sleep(delay)
+        raise AnalysisError(
+            f"gemini failed for {conversation.id} after {self.max_attempts} attempts: {last_reason}",
+            retryable=True,
+            status=last_status,
+        )
+
+    @staticmethod
+    def _outcome(response: types.GenerateContentResponse, conversation: Conversation,
+                 config: AnalysisConfig) -> AnalysisOutcome:
+        text = response.text
+        if not text:
+            candidate = response.candidates[0] if response.candidates else None
+            reason = candidate.finish_reason if candidate else getattr(response.prompt_feedback, "block_reason", None)
+            raise AnalysisError(f"gemini returned no text for {conversation.id} (reason: {reason})")
+        parsed = parse_model_output(text, config, conversation.kind)
+        usage = response.usage_metadata
+        input_tokens = (usage.prompt_token_count or 0) if usage else 0
+        # Thinking tokens are billed at the output price, so they count as output.
+        output_tokens = ((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) if usage else 0
+        outcome = AnalysisOutcome(
+            model=config.model,
+            summary=parsed["summary"],
+            successful=parsed["successful"],
+            user_sentiment=parsed["user_sentiment"],
+            in_voicemail=parsed["in_voicemail"],
+            custom_data=parsed["custom_data"],
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+        return apply_required_fields(outcome, config)

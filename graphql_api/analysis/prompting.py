@@ -1,0 +1,209 @@
+"""Prompt building for LLM analysis: system instruction, response schema, transcript, token estimates, output parsing.
+
+Everything here is pure and deterministic, so the Gemini analyzer, the cost estimator and the tests share it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from graphql_api.analysis.base import AnalysisConfig, AnalysisError, Conversation, ConversationKind, DataField
+
+SENTIMENTS: tuple[str, ...] = ("NEGATIVE", "NEUTRAL", "POSITIVE", "UNKNOWN")
+
+VOICEMAIL_PROMPT = (
+    "Whether the call reached voicemail or an answering machine instead of a live person: true or false."
+)
+EMPTY_TRANSCRIPT = "(The conversation has no transcript.)"
+
+# Output allowance for the estimate: the presets (a 1-3 sentence summary and three small values)
+# plus a per-custom-field allowance. Deliberately generous: an estimate that is too low is worse.
+OUTPUT_TOKENS_BASE = 160
+OUTPUT_TOKENS_PER_FIELD = 40
+CHARS_PER_TOKEN = 4
+
+_SCHEMA_TYPES = {"STRING": "STRING", "ENUM": "STRING", "BOOLEAN": "BOOLEAN", "NUMBER": "NUMBER"}
+
+
+def _noun(kind: ConversationKind) -> str:
+    return "phone or web call" if kind == "CALL" else "chat"
+
+
+def _quote_list(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(json.dumps(v, ensure_ascii=False) for v in values)
+
+
+def build_system_instruction(config: AnalysisConfig, kind: ConversationKind) -> str:
+    """The instructions sent as the system instruction: the config's prompts and every custom field."""
+    lines = [
+        f"You analyze the transcript of a {_noun(kind)} between an AI agent and a user, after it ended.",
+        "Answer with one JSON object that follows the response schema exactly: no prose, no markdown.",
+        "",
+        "Fields to return:",
+        f"- summary (string): {config.summary_prompt}",
+        f"- successful (boolean): {config.successful_prompt}",
+        f"- user_sentiment (one of {', '.join(SENTIMENTS)}): {config.user_sentiment_prompt}",
+    ]
+    if kind == "CALL":
+        lines.append(f"- in_voicemail (boolean): {VOICEMAIL_PROMPT}")
+    if config.data_fields:
+        lines += [
+            "- custom_data (object): extract these fields from the transcript.",
+            "  Use null for a field the transcript does not tell; never invent a value.",
+        ]
+        for f in config.data_fields:
+            lines.append(f"  - {f.name} ({_field_type_text(f)}, {'required' if f.required else 'optional'})"
+                         + (f": {f.description}" if f.description else ""))
+            if f.type == "ENUM" and f.choices:
+                lines.append(f"    Answer exactly one of: {_quote_list(f.choices)}.")
+            if f.examples:
+                lines.append(f"    Examples: {_quote_list(f.examples)}.")
+    return "\n".join(lines)
+
+
+def _field_type_text(f: DataField) -> str:
+    return {"STRING": "string", "ENUM": "enum", "BOOLEAN": "boolean", "NUMBER": "number"}[f.type]
+
+
+def _field_schema(f: DataField) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": _SCHEMA_TYPES[f.type]}
+    if f.type == "ENUM":
+        schema["format"] = "enum"
+        schema["enum"] = list(f.choices or ())
+    description = f.description
+    if f.examples:
+        description = f"{description} Examples: {_quote_list(f.examples)}.".strip()
+    if description:
+        schema["description"] = description
+    if not f.required:
+        schema["nullable"] = True
+    return schema
+
+
+def build_response_schema(config: AnalysisConfig, kind: ConversationKind) -> dict[str, Any]:
+    """The OpenAPI-subset schema Gemini's `response_schema` accepts; a fresh dict on every call.
+
+    `custom_data` is left out when the config has no data fields: Gemini rejects an OBJECT without properties.
+    """
+    properties: dict[str, Any] = {
+        "summary": {"type": "STRING", "description": config.summary_prompt},
+        "successful": {"type": "BOOLEAN", "description": config.successful_prompt},
+        "user_sentiment": {
+            "type": "STRING",
+            "format": "enum",
+            "enum": list(SENTIMENTS),
+            "description": config.user_sentiment_prompt,
+        },
+    }
+    if kind == "CALL":
+        properties["in_voicemail"] = {"type": "BOOLEAN", "description": VOICEMAIL_PROMPT}
+    if config.data_fields:
+        names = [f.name for f in config.data_fields]
+        properties["custom_data"] = {
+            "type": "OBJECT",
+            "properties": {f.name: _field_schema(f) for f in config.data_fields},
+            "required": names,
+            "propertyOrdering": names,
+        }
+    order = list(properties)
+    return {"type": "OBJECT", "properties": properties, "required": order, "propertyOrdering": order}
+
+
+def render_transcript(conversation: Conversation) -> str:
+    """The content sent to the model: one "Agent: ..." / "User: ..." line per utterance, else the transcript text."""
+    if conversation.utterances:
+        text = "\n".join(
+            f"{'Agent' if u.role == 'agent' else 'User'}: {u.content.strip()}"
+            for u in conversation.utterances
+            if u.content and u.content.strip()
+        )
+        if text:
+            return text
+    text = (conversation.transcript or "").strip()
+    return text or EMPTY_TRANSCRIPT
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters per token, rounded up, at least one."""
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def estimate_usage(conversation: Conversation, config: AnalysisConfig) -> tuple[int, int]:
+    """Estimated (input, output) tokens of analyzing one conversation with one config."""
+    kind = conversation.kind
+    schema_text = json.dumps(build_response_schema(config, kind), separators=(",", ":"))
+    input_tokens = (
+        estimate_tokens(build_system_instruction(config, kind))
+        + estimate_tokens(schema_text)
+        + estimate_tokens(render_transcript(conversation))
+    )
+    output_tokens = OUTPUT_TOKENS_BASE + OUTPUT_TOKENS_PER_FIELD * len(config.data_fields)
+    return input_tokens, output_tokens
+
+
+def _fail(message: str) -> AnalysisError:
+    return AnalysisError(f"malformed model output: {message}", retryable=False)
+
+
+def _check_value(f: DataField, value: Any) -> Any:
+    if value is None:
+        return None
+    if f.type == "STRING":
+        if not isinstance(value, str):
+            raise _fail(f"custom_data.{f.name} must be a string, got {type(value).__name__}")
+    elif f.type == "ENUM":
+        if not isinstance(value, str) or value not in (f.choices or ()):
+            raise _fail(f"custom_data.{f.name} must be one of {list(f.choices or ())}, got {value!r}")
+    elif f.type == "BOOLEAN":
+        if not isinstance(value, bool):
+            raise _fail(f"custom_data.{f.name} must be a boolean, got {type(value).__name__}")
+    elif f.type == "NUMBER":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _fail(f"custom_data.{f.name} must be a number, got {value!r}")
+    return value
+
+
+def parse_model_output(text: str, config: AnalysisConfig, kind: ConversationKind) -> dict[str, Any]:
+    """Validate the model's JSON strictly and return the typed result.
+
+    Returns `summary`, `successful`, `user_sentiment`, `in_voicemail` (None for chats) and `custom_data`
+    (every config field, None when missing or null; unknown keys dropped). Raises a non-retryable
+    AnalysisError naming the field on anything else.
+    """
+    try:
+        raw = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        snippet = (text or "")[:80]
+        raise _fail(f"not valid JSON ({exc}): {snippet!r}") from None
+    if not isinstance(raw, dict):
+        raise _fail(f"expected a JSON object, got {type(raw).__name__}")
+
+    def preset(name: str, typ: type, type_name: str) -> Any:
+        if name not in raw:
+            raise _fail(f"missing field {name}")
+        value = raw[name]
+        if not isinstance(value, typ):
+            raise _fail(f"{name} must be {type_name}, got {type(value).__name__}")
+        return value
+
+    summary = preset("summary", str, "a string")
+    successful = preset("successful", bool, "a boolean")
+    sentiment = preset("user_sentiment", str, "a string")
+    if sentiment not in SENTIMENTS:
+        raise _fail(f"user_sentiment must be one of {list(SENTIMENTS)}, got {sentiment!r}")
+    in_voicemail = preset("in_voicemail", bool, "a boolean") if kind == "CALL" else None
+
+    custom_data: dict[str, Any] = {}
+    if config.data_fields:
+        custom_raw = preset("custom_data", dict, "an object")
+        custom_data = {f.name: _check_value(f, custom_raw.get(f.name)) for f in config.data_fields}
+
+    return {
+        "summary": summary,
+        "successful": successful,
+        "user_sentiment": sentiment,
+        "in_voicemail": in_voicemail,
+        "custom_data": custom_data,
+    }

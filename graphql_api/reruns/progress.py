@@ -1,0 +1,244 @@
+"""Rerun progress: one LISTEN connection per process, fanned out to in-process subscribers.
+
+Notifications only say "job J has N finished items now"; the events themselves are read from the
+tables, once per job per process however many subscribe, and each subscriber fills any gap in the
+finish numbers from the tables. A slow re-read of each watched job is the safety net: a lost
+notification only delays an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from graphql_api.db import Database
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PROGRESS = "rerun_progress"
+CHANNEL_QUEUED = "rerun_queued"
+FINAL_STATUSES = {"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"}
+FETCH_BATCH = 500
+QUEUE_LIMIT = 10_000
+
+
+@dataclass
+class ProgressEvent:
+    job: Any  # the rerun_jobs row as of this event
+    item: Any | None = None  # the rerun_items row that finished, None for a job-only event
+    result: Any | None = None  # its analysis_results row, when it succeeded
+    index: int = 0  # the item's finish index, or the job's finished count for job-only events
+
+
+async def fetch_finished(db: Database, *, workspace_id: int, job_id: str, after: int, limit: int) -> tuple[list[Any], dict[int, Any]]:
+    items = await db.fetch_all(
+        "rerun_items_finished_since", workspace_id=workspace_id, job_id=job_id, after_index=after, limit=limit
+    )
+    ids = [i["result_id"] for i in items if i["result_id"] is not None]
+    results = {}
+    if ids:
+        results = {r["id"]: r for r in await db.fetch_all("analysis_results_by_ids", workspace_id=workspace_id, ids=ids)}
+    return items, results
+
+
+def finished_count(job: Any) -> int:
+    return job["succeeded"] + job["failed"]
+
+
+class Subscriber:
+    def __init__(self, hub: ProgressHub, workspace_id: int, job_id: str):
+        self.hub = hub
+        self.workspace_id = workspace_id
+        self.job_id = job_id
+        self.queue: asyncio.Queue[ProgressEvent] = asyncio.Queue(QUEUE_LIMIT)
+        self.lagged = False
+
+    def offer(self, event: ProgressEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True  # the subscriber re-reads what it missed from the tables
+
+    async def events(self, *, after: int) -> AsyncIterator[ProgressEvent]:
+        """Events after finish index `after`, in order, each once, ending with the job's final state."""
+        cursor = after
+        db = self.hub.db
+        while True:
+            if self.lagged:
+                self.lagged = False
+                while not self.queue.empty():
+                    self.queue.get_nowait()
+                job = await db.fetch_one("rerun_job_get", workspace_id=self.workspace_id, job_id=self.job_id)
+                event = ProgressEvent(job=job, index=finished_count(job))
+            else:
+                event = await self.queue.get()
+            if event.index > cursor + (1 if event.item is not None else 0):
+                # A gap (a notification raced or was lost, or we lagged): read the missing items.
+                upto = event.index - (1 if event.item is not None else 0)
+                while cursor < upto:
+                    items, results = await fetch_finished(
+                        db, workspace_id=self.workspace_id, job_id=self.job_id, after=cursor, limit=min(FETCH_BATCH, upto - cursor)
+                    )
+                    if not items:
+                        break
+                    for item in items:
+                        cursor = item["finish_index"]
+                        yield ProgressEvent(job=event.job, item=item, result=results.get(item["result_id"]), index=cursor)
+            if event.item is not None and event.index == cursor + 1:
+                cursor = event.index
+                yield event
+            if event.job["status"] in FINAL_STATUSES and cursor >= finished_count(event.job):
+                if event.item is None:
+                    yield event  # a final state reached without an item finishing (a cancel)
+                return
+
+
+class JobWatch:
+    """Reads one job's new events once for every subscriber in this process."""
+
+    def __init__(self, hub: ProgressHub, workspace_id: int, job_id: str):
+        self.hub = hub
+        self.workspace_id = workspace_id
+        self.job_id = job_id
+        self.subscribers: set[Subscriber] = set()
+        self.cursor: int | None = None
+        self.last_status: str | None = None
+        self.dirty = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        db = self.hub.db
+        try:
+            while self.subscribers:
+                try:
+                    await asyncio.wait_for(self.dirty.wait(), timeout=self.hub.poll_s)
+                except TimeoutError:
+                    pass
+                self.dirty.clear()
+                try:
+                    await self._read(db)
+                except Exception as exc:  # the database may be restarting; the next poll tries again
+                    log.warning("progress_read_failed job=%s error=%s", self.job_id, type(exc).__name__)
+                    await asyncio.sleep(min(self.hub.poll_s, 1.0))
+        finally:
+            if self.hub._watches.get((self.workspace_id, self.job_id)) is self:
+                del self.hub._watches[(self.workspace_id, self.job_id)]
+
+    async def _read(self, db: Database) -> None:
+        job = await db.fetch_one("rerun_job_get", workspace_id=self.workspace_id, job_id=self.job_id)
+        if job is None:
+            return
+        if self.cursor is None:
+            self.cursor = finished_count(job)
+        while self.cursor < finished_count(job):
+            items, results = await fetch_finished(
+                db, workspace_id=self.workspace_id, job_id=self.job_id, after=self.cursor, limit=FETCH_BATCH
+            )
+            if not items:
+                break
+            for item in items:
+                self.cursor = item["finish_index"]
+                self._broadcast(ProgressEvent(job=job, item=item, result=results.get(item["result_id"]), index=self.cursor))
+        if job["status"] != self.last_status:
+            self.last_status = job["status"]
+            self._broadcast(ProgressEvent(job=job, index=finished_count(job)))
+
+    def _broadcast(self, event: ProgressEvent) -> None:
+        for subscriber in list(self.subscribers):
+            subscriber.offer(event)
+
+
+class ProgressHub:
+    def __init__(self, db: Database, url: str, *, poll_s: float = 5.0, on_queued: Callable[[], None] | None = None):
+        self.db = db
+        self.url = url
+        self.poll_s = poll_s
+        self.on_queued = on_queued
+        self._watches: dict[tuple[int, str], JobWatch] = {}
+        self._listener: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+        self.notifications = 0
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen_forever())
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for watch in list(self._watches.values()):
+            watch.task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, workspace_id: int, job_id: str) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(self, workspace_id, job_id)
+        key = (workspace_id, job_id)
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watches[key] = JobWatch(self, workspace_id, job_id)
+        watch.subscribers.add(subscriber)
+        watch.dirty.set()
+        try:
+            yield subscriber
+        finally:
+            watch.subscribers.discard(subscriber)
+            if not watch.subscribers:
+                watch.task.cancel()
+
+    def _on_notification(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        self.notifications += 1
+        if channel == CHANNEL_QUEUED:
+            if self.on_queued is not None:
+                self.on_queued()
+            return
+        try:
+            message = orjson.loads(payload)
+            watch = self._watches.get((int(message["w"]), message["j"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("progress_notification_unreadable payload=%.200s", payload)
+            return
+        if watch is not None:
+            watch.dirty.set()
+
+    async def _listen_forever(self) -> None:
+        delay = 0.2
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(dsn=self.url)
+                closed = asyncio.Event()
+                conn.add_termination_listener(lambda _c: closed.set())
+                await conn.add_listener(CHANNEL_PROGRESS, self._on_notification)
+                await conn.add_listener(CHANNEL_QUEUED, self._on_notification)
+                self.connected.set()
+                log.info("progress_listener_connected channels=%s,%s", CHANNEL_PROGRESS, CHANNEL_QUEUED)
+                delay = 0.2
+                # Anything sent while we were away is read now.
+                for watch in self._watches.values():
+                    watch.dirty.set()
+                if self.on_queued is not None:
+                    self.on_queued()
+                while not closed.is_set():
+                    try:
+                        await asyncio.wait_for(closed.wait(), timeout=10)
+                    except TimeoutError:
+                        await conn.execute("SELECT 1")  # a dead socket shows itself here
+            except asyncio.CancelledError:
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+                raise
+            except Exception as exc:
+                log.warning("progress_listener_lost error=%s retry_in_s=%.1f", type(exc).__name__, delay)
+            self.connected.clear()
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

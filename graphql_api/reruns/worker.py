@@ -1,0 +1,210 @@
+"""Rerun workers: claim items with a lease, analyze them, commit each outcome only while the lease holds.
+
+Any number of worker processes (the server runs one in-process by default; `python -m graphql_api
+worker` runs one alone) share the queue in PostgreSQL. A worker that dies loses nothing: its leases
+expire and another worker claims the items again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from graphql_api.analysis.base import AnalysisError, Analyzer
+from graphql_api.analysis.config import effective_config
+from graphql_api.analysis.pricing import cost_usd
+from graphql_api.config import Settings
+from graphql_api.db import Database
+from graphql_api.errors import Conflict, not_found
+from graphql_api.importer import conversation_for_analysis
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = {"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"}
+# A claimed item whose worker keeps dying gives up after this many claims.
+MAX_ATTEMPTS = 3
+
+
+class RerunWorker:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        analyzer: Analyzer,
+        concurrency: int = 8,
+        lease_s: float = 30.0,
+        idle_poll_s: float = 1.0,
+        owner: str | None = None,
+    ):
+        self.db = db
+        self.analyzer = analyzer
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.idle_poll_s = idle_poll_s
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._in_flight: set[asyncio.Task] = set()
+        self._configs: dict[str, Any] = {}
+        self.processed = 0
+
+    def wake(self) -> None:
+        """New work may be there (a job was created): look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("rerun_worker_started owner=%s concurrency=%d lease_s=%.0f", self.owner, self.concurrency, self.lease_s)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while not self._stopping:
+                free = self.concurrency - len(self._in_flight)
+                claimed = await self._claim(free) if free > 0 else []
+                if not claimed:
+                    self._wake.clear()
+                    waiters = [asyncio.create_task(self._wake.wait())]
+                    if self._in_flight:
+                        waiters.append(asyncio.create_task(asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)))
+                    done, pending = await asyncio.wait(waiters, timeout=self.idle_poll_s, return_when=asyncio.FIRST_COMPLETED)
+                    for task in pending:
+                        task.cancel()
+                    continue
+                for item in claimed:
+                    task = asyncio.create_task(self._process(item))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+        finally:
+            heartbeat.cancel()
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            log.info("rerun_worker_stopped owner=%s processed=%d", self.owner, self.processed)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _claim(self, batch: int) -> list[Any]:
+        try:
+            rows = await self.db.fetch_all("rerun_items_claim", batch=batch, owner=self.owner, lease_s=self.lease_s)
+            if rows:
+                await self.db.fetch_all("rerun_jobs_mark_running", job_ids=sorted({r["job_id"] for r in rows}))
+            return rows
+        except (OSError, ConnectionError) as exc:
+            log.warning("rerun_claim_failed owner=%s error=%s retry_in_s=%.1f", self.owner, exc, self.idle_poll_s)
+            await asyncio.sleep(self.idle_poll_s)
+            return []
+        except Exception as exc:  # asyncpg raises its own types when the server goes away
+            log.warning("rerun_claim_failed owner=%s error=%s: %s", self.owner, type(exc).__name__, exc)
+            await asyncio.sleep(self.idle_poll_s)
+            return []
+
+    async def _config(self, job_id: str) -> Any:
+        if job_id not in self._configs:
+            row = await self.db.fetch_one("rerun_job_snapshot", job_id=job_id)
+            self._configs[job_id] = effective_config(row["config_snapshot"])
+        return self._configs[job_id]
+
+    async def _process(self, item: Any) -> None:
+        started = time.monotonic()
+        outcome, error = None, None
+        try:
+            if item["attempts"] > MAX_ATTEMPTS:
+                error = f"gave up after {MAX_ATTEMPTS} attempts: the workers handling it stopped before finishing"
+            else:
+                config = await self._config(item["job_id"])
+                outcome = await self.analyzer.analyze(conversation_for_analysis(item), config)
+        except AnalysisError as exc:
+            error = str(exc)
+        except Exception as exc:
+            log.exception("rerun_item_crashed job=%s conversation=%s", item["job_id"], item["conversation_id"])
+            error = f"internal error: {type(exc).__name__}"
+        await self._commit(item, outcome, error, started)
+
+    async def _commit(self, item: Any, outcome: Any, error: str | None, started: float) -> None:
+        values: dict[str, Any] = {
+            "model": None, "summary": None, "successful": None, "user_sentiment": None, "in_voicemail": None,
+            "custom_data": None, "input_tokens": None, "output_tokens": None, "cost_usd": None,
+        }
+        if outcome is not None:
+            values = {
+                "model": outcome.model,
+                "summary": outcome.summary,
+                "successful": outcome.successful,
+                "user_sentiment": outcome.user_sentiment,
+                "in_voicemail": outcome.in_voicemail,
+                "custom_data": outcome.custom_data,
+                "input_tokens": outcome.input_tokens,
+                "output_tokens": outcome.output_tokens,
+                "cost_usd": cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens),
+            }
+        for attempt in range(5):
+            try:
+                job = await self.db.fetch_one(
+                    "rerun_item_finish", job_id=item["job_id"], seq=item["seq"], owner=self.owner, error=error, **values
+                )
+                break
+            except Exception as exc:  # the database may be restarting: the lease gives us time to retry
+                delay = min(2 ** attempt, 10)
+                log.warning("rerun_commit_retry job=%s seq=%s error=%s retry_in_s=%d", item["job_id"], item["seq"], type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+        else:
+            log.error("rerun_commit_failed job=%s seq=%s: leaving the item to be claimed again", item["job_id"], item["seq"])
+            return
+        if job is None or job["job_id"] is None:
+            log.warning("rerun_lease_lost job=%s conversation=%s owner=%s: another worker owns it; result discarded",
+                        item["job_id"], item["conversation_id"], self.owner)
+            return
+        self.processed += 1
+        log.debug("rerun_item_done job=%s conversation=%s status=%s ms=%.0f", item["job_id"], item["conversation_id"],
+                  "FAILED" if error else "SUCCEEDED", (time.monotonic() - started) * 1000)
+        if error:
+            log.warning("rerun_item_failed job=%s conversation=%s error=%s", item["job_id"], item["conversation_id"], error)
+        if job["status"] in FINAL_STATUSES:
+            self._configs.pop(item["job_id"], None)
+            log.info("rerun_job_finished job=%s status=%s succeeded=%d failed=%d canceled=%d cost_usd=%s",
+                     job["job_id"], job["status"], job["succeeded"], job["failed"], job["canceled"], job["cost_usd"])
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not self._in_flight:
+                continue
+            try:
+                await self.db.fetch_all("rerun_items_heartbeat", owner=self.owner, lease_s=self.lease_s)
+            except Exception as exc:
+                log.warning("rerun_heartbeat_failed owner=%s error=%s", self.owner, type(exc).__name__)
+
+
+async def cancel_rerun(*, db: Database, workspace_id: int, job_id: str) -> Any:
+    """Cancel what has not started; running items finish and keep their results."""
+    async with db.transaction():
+        job = await db.fetch_one("rerun_job_lock", workspace_id=workspace_id, job_id=job_id)
+        if job is None:
+            raise not_found("rerun job", job_id)
+        if job["status"] in FINAL_STATUSES:
+            raise Conflict(f"Rerun job {job_id} already ended as {job['status']}; there is nothing to cancel.", status=job["status"])
+        if job["cancel_requested_at"] is not None:
+            raise Conflict(f"Rerun job {job_id} is already being canceled; its running items are finishing.")
+        canceled = await db.fetch_val("rerun_items_cancel_pending", workspace_id=workspace_id, job_id=job_id)
+        job = await db.fetch_one("rerun_job_cancel", workspace_id=workspace_id, job_id=job_id, canceled=canceled)
+    log.info("rerun_job_cancel job=%s canceled_items=%d status=%s", job_id, canceled, job["status"])
+    return job
+
+
+async def run_worker_process(settings: Settings, url: str) -> None:
+    """`python -m graphql_api worker`: workers without the HTTP server, until SIGTERM or SIGINT."""
+    from graphql_api.services import open_services
+
+    settings = dataclasses.replace(settings, run_workers=True)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    async with open_services(settings, url, background=True):
+        await stopped.wait()
+        log.info("rerun_worker_process_stopping reason=signal")

@@ -1,0 +1,367 @@
+"""Reruns in GraphQL: rerunAnalysis, cancelRerun, rerunJob(s) and the rerunProgress subscription."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from graphql_api.errors import BadUserInput, not_found
+from graphql_api.reruns.planning import Estimate, Targets, create_rerun, estimate_of, resolve_explicit_targets
+from graphql_api.reruns.progress import FINAL_STATUSES, finished_count
+from graphql_api.reruns.worker import cancel_rerun
+from graphql_api.schema.context import Info
+from graphql_api.schema.pagination import (
+    Connection,
+    build_connection,
+    decode_cursor,
+    decode_position,
+    encode_cursor,
+    encode_position,
+    page_size,
+)
+from graphql_api.schema.types import (
+    Agent,
+    AnalysisConfig,
+    AnalysisResult,
+    Call,
+    Chat,
+    ConversationFilter,
+    _load_agent,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+@strawberry.enum
+class RerunJobStatus(Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIALLY_FAILED = "PARTIALLY_FAILED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+@strawberry.enum
+class RerunItemStatus(Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+@strawberry.type(description="What a rerun will cost before it runs: the draft's model, priced per token.")
+class RerunEstimate:
+    conversations: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    model: str
+    config_version: int = strawberry.field(description="The draft version whose config the rerun uses.")
+
+    @classmethod
+    def of(cls, estimate: Estimate) -> RerunEstimate:
+        return cls(
+            conversations=estimate.conversations,
+            input_tokens=estimate.input_tokens,
+            output_tokens=estimate.output_tokens,
+            cost_usd=estimate.cost_usd,
+            model=estimate.model,
+            config_version=estimate.config_version,
+        )
+
+
+async def _load_result(info: Info, result_id: int | None) -> AnalysisResult | None:
+    if result_id is None:
+        return None
+    row = await info.context.loaders.result.load(result_id)
+    return AnalysisResult.from_row(row) if row is not None else None
+
+
+@strawberry.type(description="One conversation of a rerun job: its status, and its result next to the one it had before.")
+class RerunItem:
+    conversation_id: strawberry.ID
+    status: RerunItemStatus
+    error: str | None = strawberry.field(description="Why the analysis of this conversation failed.")
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    _row: strawberry.Private[Any]
+    _result: strawberry.Private[Any] = None
+
+    @strawberry.field(description="The result this rerun produced.")
+    async def result(self, info: Info) -> AnalysisResult | None:
+        if self._result is not None:
+            return AnalysisResult.from_row(self._result)
+        return await _load_result(info, self._row["result_id"])
+
+    @strawberry.field(description="The conversation's current result when the rerun was requested.")
+    async def previous_result(self, info: Info) -> AnalysisResult | None:
+        return await _load_result(info, self._row["previous_result_id"])
+
+    @strawberry.field(description="The call, when the job reruns calls.")
+    async def call(self, info: Info) -> Call | None:
+        row = await info.context.loaders.conversation.load(self._row["conversation_id"])
+        return Call.from_row(row) if row is not None and row["kind"] == "CALL" else None
+
+    @strawberry.field(description="The chat, when the job reruns chats.")
+    async def chat(self, info: Info) -> Chat | None:
+        row = await info.context.loaders.conversation.load(self._row["conversation_id"])
+        return Chat.from_row(row) if row is not None and row["kind"] == "CHAT" else None
+
+    @classmethod
+    def from_row(cls, row: Any, result: Any = None) -> RerunItem:
+        return cls(
+            conversation_id=strawberry.ID(row["conversation_id"]),
+            status=RerunItemStatus(row["status"]),
+            error=row["error"],
+            attempts=row["attempts"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            _row=row,
+            _result=result,
+        )
+
+
+@strawberry.type(description="A rerun of the analysis over many conversations with the agent's draft config, snapshotted when requested.")
+class RerunJob:
+    id: strawberry.ID
+    status: RerunJobStatus
+    total: int
+    succeeded: int
+    failed: int
+    canceled: int
+    pending: int = strawberry.field(description="Not finished yet: queued or running.")
+    estimated_cost_usd: Decimal
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    cost_usd: Decimal = strawberry.field(description="What the finished items cost so far; every rerun is charged.")
+    config_version: int = strawberry.field(description="The draft version whose config was snapshotted.")
+    config: AnalysisConfig = strawberry.field(description="The config snapshot the job runs with.")
+    targets: JSON = strawberry.field(description="What was asked for: explicit ids, or the agent and filter.")
+    requested_by: str = strawberry.field(description="The prefix of the API key that asked.")
+    cancel_requested_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    _row: strawberry.Private[Any]
+
+    @strawberry.field
+    async def agent(self, info: Info) -> Agent:
+        return await _load_agent(info, self._row["agent_id"])
+
+    @strawberry.field(description="The job's items in order, optionally only some statuses.")
+    async def items(
+        self, info: Info, first: int | None = None, after: str | None = None, status: list[RerunItemStatus] | None = None
+    ) -> Connection[RerunItem]:
+        workspace = info.context.require_workspace()
+        limit = page_size(first)
+        after_seq = decode_position(after, "item")
+        rows = await info.context.db.fetch_all(
+            "rerun_items_page",
+            workspace_id=workspace.id,
+            job_id=self.id,
+            statuses=[s.value for s in status] if status else None,
+            after_seq=after_seq,
+            limit=limit + 1,
+        )
+        seqs = {row["conversation_id"]: row["seq"] for row in rows}
+        return build_connection(
+            [RerunItem.from_row(r) for r in rows[:limit]],
+            has_next=len(rows) > limit,
+            after=after,
+            cursor_of=lambda item: encode_position("item", seqs[item.conversation_id]),
+        )
+
+    @classmethod
+    def from_row(cls, row: Any) -> RerunJob:
+        snapshot = row["config_snapshot"]
+        return cls(
+            id=strawberry.ID(row["job_id"]),
+            status=RerunJobStatus(row["status"]),
+            total=row["total"],
+            succeeded=row["succeeded"],
+            failed=row["failed"],
+            canceled=row["canceled"],
+            pending=row["total"] - row["succeeded"] - row["failed"] - row["canceled"],
+            estimated_cost_usd=row["estimated_cost_usd"],
+            estimated_input_tokens=row["estimated_input_tokens"],
+            estimated_output_tokens=row["estimated_output_tokens"],
+            cost_usd=row["cost_usd"],
+            config_version=row["config_version"],
+            config=AnalysisConfig.from_row(snapshot),
+            targets=row["targets"],
+            requested_by=row["requested_by"],
+            cancel_requested_at=row["cancel_requested_at"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            _row=row,
+        )
+
+
+@strawberry.type
+class RerunAnalysisPayload:
+    job: RerunJob | None = strawberry.field(description="The job; null for a dry run.")
+    estimate: RerunEstimate
+    reused: bool = strawberry.field(description="True when an earlier request with the same idempotencyKey created the job.")
+
+
+@strawberry.type(description="One event of a rerun's progress. The first is a snapshot with `item` null.")
+class RerunProgress:
+    job: RerunJob
+    item: RerunItem | None
+
+
+@strawberry.input(
+    description="What to rerun: explicit `callIds`/`chatIds`, or an `agentId` with an optional `filter`, not both. "
+    "A job runs one agent's latest draft config, so explicit ids of several agents are refused (BAD_USER_INPUT); "
+    "send one request per agent."
+)
+class RerunAnalysisInput:
+    call_ids: list[strawberry.ID] | None = None
+    chat_ids: list[strawberry.ID] | None = None
+    agent_id: strawberry.ID | None = None
+    filter: ConversationFilter | None = None
+    dry_run: bool = strawberry.field(default=False, description="Return the estimate and create nothing.")
+    max_cost_usd: Decimal | None = strawberry.field(
+        default=None, description="Refuse (LIMIT_EXCEEDED, nothing created) when the estimate is above it."
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="A retried request with the same key returns the job the first one created."
+    )
+
+
+async def _targets(info: Info, workspace_id: int, input: RerunAnalysisInput) -> Targets:
+    from graphql_api.schema.query import _filter_params
+
+    explicit = input.call_ids is not None or input.chat_ids is not None
+    by_filter = input.agent_id is not None or input.filter is not None
+    if explicit and by_filter:
+        raise BadUserInput("Give either callIds/chatIds or agentId with a filter, not both.", argument="input")
+    if explicit:
+        if not (input.call_ids or input.chat_ids):
+            raise BadUserInput("callIds and chatIds are empty: nothing to rerun.", argument="input")
+        return await resolve_explicit_targets(
+            db=info.context.db, workspace_id=workspace_id, call_ids=list(input.call_ids or []), chat_ids=list(input.chat_ids or [])
+        )
+    agent_id = input.agent_id or (input.filter.agent_id if input.filter else None)
+    if agent_id is None:
+        raise BadUserInput("Nothing to rerun: give callIds/chatIds, or an agentId (with an optional filter).", argument="input")
+    agent = await info.context.loaders.agent.load(agent_id)
+    if agent is None:
+        raise not_found("agent", agent_id)
+    kind = "CALL" if agent["channel"] == "VOICE" else "CHAT"
+    params = _filter_params(kind, input.filter, agent_id)
+    return Targets(
+        kind=kind,
+        agent_id=agent_id,
+        versions=params["versions"],
+        started_from=params["started_from"],
+        started_to=params["started_to"],
+        statuses=params["statuses"],
+        successful=params["successful"],
+        sentiments=params["sentiments"],
+    )
+
+
+@strawberry.type
+class RerunMutations:
+    @strawberry.mutation(
+        description="Rerun the analysis of past calls or chats with the config of the agent's latest draft, "
+        "even for conversations handled by older published versions. Every rerun is charged, for every model."
+    )
+    async def rerun_analysis(self, info: Info, input: RerunAnalysisInput) -> RerunAnalysisPayload:
+        workspace = info.context.require_workspace()
+        if input.max_cost_usd is not None and input.max_cost_usd < 0:
+            raise BadUserInput("`maxCostUsd` must be zero or more.", argument="input.maxCostUsd")
+        if input.idempotency_key is not None and not (0 < len(input.idempotency_key) <= MAX_IDEMPOTENCY_KEY):
+            raise BadUserInput(f"`idempotencyKey` takes 1 to {MAX_IDEMPOTENCY_KEY} characters.", argument="input.idempotencyKey")
+        targets = await _targets(info, workspace.id, input)
+        plan = await create_rerun(
+            db=info.context.db,
+            workspace_id=workspace.id,
+            targets=targets,
+            requested_by=info.context.key_prefix or "unknown",
+            dry_run=input.dry_run,
+            max_cost_usd=input.max_cost_usd,
+            idempotency_key=input.idempotency_key,
+        )
+        if plan.job is None:
+            return RerunAnalysisPayload(job=None, estimate=RerunEstimate.of(plan.estimate), reused=False)
+        if not plan.reused:
+            log.info(
+                "rerun_job_created job=%s agent=%s items=%d draft_version=%d estimated_cost_usd=%s",
+                plan.job["job_id"], targets.agent_id, plan.job["total"], plan.job["config_version"], plan.estimate.cost_usd,
+            )
+            info.context.services.wake_workers()
+        return RerunAnalysisPayload(job=RerunJob.from_row(plan.job), estimate=RerunEstimate.of(plan.estimate), reused=plan.reused)
+
+    @strawberry.mutation(description="Cancel what has not started; finished items keep their results. CONFLICT when the job already ended.")
+    async def cancel_rerun(self, info: Info, job_id: strawberry.ID) -> RerunJob:
+        workspace = info.context.require_workspace()
+        return RerunJob.from_row(await cancel_rerun(db=info.context.db, workspace_id=workspace.id, job_id=job_id))
+
+
+@strawberry.type
+class RerunQueries:
+    @strawberry.field(description="One rerun job; NOT_FOUND when it isn't in this workspace.")
+    async def rerun_job(self, info: Info, id: strawberry.ID) -> RerunJob | None:
+        workspace = info.context.require_workspace()
+        row = await info.context.db.fetch_one("rerun_job_get", workspace_id=workspace.id, job_id=id)
+        if row is None:
+            raise not_found("rerun job", id)
+        return RerunJob.from_row(row)
+
+    @strawberry.field(description="Rerun jobs, newest first, optionally of one agent.")
+    async def rerun_jobs(
+        self, info: Info, first: int | None = None, after: str | None = None, agent_id: strawberry.ID | None = None
+    ) -> Connection[RerunJob]:
+        workspace = info.context.require_workspace()
+        limit = page_size(first)
+        after_at, after_id = decode_cursor(after, "job")
+        rows = await info.context.db.fetch_all(
+            "rerun_jobs_page", workspace_id=workspace.id, agent_id=agent_id, after_at=after_at, after_id=after_id, limit=limit + 1
+        )
+        created = {r["job_id"]: r["created_at"] for r in rows}
+        return build_connection(
+            [RerunJob.from_row(r) for r in rows[:limit]],
+            has_next=len(rows) > limit,
+            after=after,
+            cursor_of=lambda job: encode_cursor("job", created[job.id], job.id),
+        )
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="A rerun's progress: first a snapshot of the job (item null), then one event per finished item "
+        "with the job's counters; the stream completes when the job reaches a final state."
+    )
+    async def rerun_progress(self, info: Info, job_id: strawberry.ID) -> AsyncGenerator[RerunProgress, None]:
+        workspace = info.context.require_workspace()
+        db = info.context.db
+        hub = info.context.services.progress
+        async with hub.subscribe(workspace.id, job_id) as subscriber:
+            job = await db.fetch_one("rerun_job_get", workspace_id=workspace.id, job_id=job_id)
+            if job is None:
+                raise not_found("rerun job", job_id)
+            yield RerunProgress(job=RerunJob.from_row(job), item=None)
+            if job["status"] in FINAL_STATUSES:
+                return
+            async for event in subscriber.events(after=finished_count(job)):
+                item = RerunItem.from_row(event.item, event.result) if event.item is not None else None
+                yield RerunProgress(job=RerunJob.from_row(event.job), item=item)
+
+
+__all__ = ["RerunMutations", "RerunQueries", "Subscription", "estimate_of"]

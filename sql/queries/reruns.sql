@@ -1,0 +1,154 @@
+-- rerun_target_check --
+-- The explicit ids a rerun asks for, as found in this workspace (missing ones are absent).
+SELECT conversation_id, kind, agent_id, status
+FROM conversations
+WHERE workspace_id = :workspace_id AND conversation_id = ANY(:ids::text[]);
+
+-- rerun_estimate --
+-- How many conversations a rerun targets and how long their transcripts are.
+SELECT count(*)::int AS conversations,
+       COALESCE(sum(ceil(transcript_chars / 4.0)), 0)::bigint AS transcript_tokens
+FROM rerun_targets(:workspace_id, :kind, :ids::text[], :agent_id::text, :versions::int[], :started_from::timestamptz,
+                   :started_to::timestamptz, :statuses::text[], :successful::boolean, :sentiments::text[]);
+
+-- rerun_job_by_idempotency_key --
+-- The job an earlier request with this idempotency key created.
+SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND idempotency_key = :idempotency_key;
+
+-- rerun_job_insert --
+-- A new job with its config snapshot and estimate; items are added by rerun_items_insert.
+INSERT INTO rerun_jobs (job_id, workspace_id, agent_id, kind, requested_by, idempotency_key, request_hash,
+                        config_version, config_snapshot, targets, estimated_input_tokens, estimated_output_tokens,
+                        estimated_cost_usd)
+VALUES (:job_id, :workspace_id, :agent_id, :kind, :requested_by, :idempotency_key, :request_hash,
+        :config_version, :config_snapshot::jsonb, :targets::jsonb, :estimated_input_tokens, :estimated_output_tokens,
+        :estimated_cost_usd)
+ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING job_id;
+
+-- rerun_items_insert --
+-- One item per targeted conversation, in a single statement; the job's total is what was inserted.
+WITH inserted AS (
+    INSERT INTO rerun_items (job_id, seq, workspace_id, conversation_id, previous_result_id)
+    SELECT :job_id, row_number() OVER (ORDER BY t.sort_at DESC, t.conversation_id DESC), :workspace_id,
+           t.conversation_id, t.current_result_id
+    FROM rerun_targets(:workspace_id, :kind, :ids::text[], :agent_id::text, :versions::int[],
+                       :started_from::timestamptz, :started_to::timestamptz, :statuses::text[],
+                       :successful::boolean, :sentiments::text[]) t
+    RETURNING 1
+)
+UPDATE rerun_jobs SET total = (SELECT count(*) FROM inserted)
+WHERE job_id = :job_id
+RETURNING *, pg_notify('rerun_queued', job_id) IS NULL AS notified;
+
+-- rerun_job_get --
+-- One job of this workspace.
+SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = :job_id;
+
+-- rerun_jobs_by_ids --
+-- Jobs by id, for the job loader.
+SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = ANY(:job_ids::text[]);
+
+-- rerun_jobs_page --
+-- This workspace's jobs, newest first, after the keyset cursor; optionally one agent's.
+SELECT * FROM rerun_jobs
+WHERE workspace_id = :workspace_id
+  AND (:agent_id::text IS NULL OR agent_id = :agent_id::text)
+  AND (:after_at::timestamptz IS NULL OR (created_at, job_id) < (:after_at::timestamptz, :after_id::text))
+ORDER BY created_at DESC, job_id DESC
+LIMIT :limit;
+
+-- rerun_items_page --
+-- A job's items in job order, after a position; optionally only some statuses.
+SELECT * FROM rerun_items
+WHERE workspace_id = :workspace_id AND job_id = :job_id
+  AND (:statuses::text[] IS NULL OR status = ANY(:statuses::text[]))
+  AND seq > :after_seq
+ORDER BY seq
+LIMIT :limit;
+
+-- rerun_items_finished_since --
+-- Items of a job that finished after the given finish index, in finish order (progress streams).
+SELECT * FROM rerun_items
+WHERE workspace_id = :workspace_id AND job_id = :job_id AND finish_index > :after_index
+ORDER BY finish_index
+LIMIT :limit;
+
+-- analysis_results_by_ids --
+-- Results by id, for the result loader.
+SELECT * FROM analysis_results WHERE workspace_id = :workspace_id AND id = ANY(:ids::bigint[]);
+
+-- rerun_items_claim --
+-- Claim up to :batch open items, oldest job first: pending ones, and running ones whose lease expired.
+WITH picked AS (
+    SELECT i.job_id, i.seq
+    FROM rerun_jobs j
+    CROSS JOIN LATERAL (
+        SELECT i.job_id, i.seq
+        FROM rerun_items i
+        WHERE i.job_id = j.job_id AND i.status IN ('PENDING', 'RUNNING')
+          AND (i.status = 'PENDING' OR i.lease_expires_at < clock_timestamp())
+        ORDER BY i.seq
+        LIMIT :batch
+        FOR UPDATE OF i SKIP LOCKED
+    ) i
+    WHERE j.status IN ('QUEUED', 'RUNNING') AND j.cancel_requested_at IS NULL
+    ORDER BY j.created_at, i.seq
+    LIMIT :batch
+)
+UPDATE rerun_items i
+SET status = 'RUNNING', lease_owner = :owner, attempts = i.attempts + 1,
+    lease_expires_at = clock_timestamp() + make_interval(secs => :lease_s),
+    started_at = COALESCE(i.started_at, clock_timestamp())
+FROM picked, conversations c
+WHERE i.job_id = picked.job_id AND i.seq = picked.seq
+  AND c.workspace_id = i.workspace_id AND c.conversation_id = i.conversation_id
+RETURNING i.job_id, i.seq, i.workspace_id, i.conversation_id, i.attempts,
+          c.kind, c.transcript, c.utterances, c.status, c.disconnection_reason, c.duration_ms;
+
+-- rerun_jobs_mark_running --
+-- Jobs whose first items were claimed start running.
+UPDATE rerun_jobs SET status = 'RUNNING', started_at = clock_timestamp(), updated_at = clock_timestamp()
+WHERE job_id = ANY(:job_ids::text[]) AND status = 'QUEUED'
+RETURNING job_id, workspace_id, pg_notify('rerun_progress',
+    json_build_object('w', workspace_id, 'j', job_id, 'i', succeeded + failed, 's', 'RUNNING')::text);
+
+-- rerun_items_heartbeat --
+-- Extend the leases this worker holds; the rows returned are the ones it still holds.
+UPDATE rerun_items SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_s)
+WHERE lease_owner = :owner AND status = 'RUNNING'
+RETURNING job_id, seq;
+
+-- rerun_job_snapshot --
+-- The config snapshot of a job, for workers.
+SELECT job_id, workspace_id, agent_id, kind, config_version, config_snapshot FROM rerun_jobs WHERE job_id = :job_id;
+
+-- rerun_item_finish --
+-- Commit one item's outcome if this worker still holds its lease (see finish_rerun_item).
+SELECT * FROM finish_rerun_item(:job_id, :seq, :owner, :error, :model, :summary, :successful, :user_sentiment,
+                                :in_voicemail, :custom_data::jsonb, :input_tokens, :output_tokens, :cost_usd);
+
+-- rerun_items_cancel_pending --
+-- Cancel the items of a job that have not started.
+WITH canceled AS (
+    UPDATE rerun_items SET status = 'CANCELED', finished_at = clock_timestamp()
+    WHERE job_id = :job_id AND workspace_id = :workspace_id AND status = 'PENDING'
+    RETURNING 1
+)
+SELECT count(*)::int FROM canceled;
+
+-- rerun_job_cancel --
+-- Count canceled items; the job is CANCELED now if nothing runs, else when its running items end.
+UPDATE rerun_jobs j SET
+    canceled = j.canceled + :canceled,
+    cancel_requested_at = clock_timestamp(),
+    updated_at = clock_timestamp(),
+    status = CASE WHEN j.succeeded + j.failed + j.canceled + :canceled >= j.total THEN 'CANCELED' ELSE j.status END,
+    finished_at = CASE WHEN j.succeeded + j.failed + j.canceled + :canceled >= j.total THEN clock_timestamp() END
+WHERE j.workspace_id = :workspace_id AND j.job_id = :job_id
+RETURNING j.*, pg_notify('rerun_progress',
+    json_build_object('w', j.workspace_id, 'j', j.job_id, 'i', j.succeeded + j.failed, 's', j.status)::text);
+
+-- rerun_job_lock --
+-- A job of this workspace, locked for a status change.
+SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = :job_id FOR UPDATE;
