@@ -1,0 +1,1 @@
+"""Rerun jobs: planning, workers and progress streaming."""
