@@ -19,6 +19,16 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -34,6 +44,9 @@ class Settings:
     log_format: str = "text"
     access_log: bool = False
     lease_s: float = 30.0
+    gemini_max_attempts: int = 5
+    gemini_retry_base_delay_s: float = 0.5
+    gemini_timeout_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,5 +63,8 @@ class Settings:
             log_level=(os.environ.get("LOG_LEVEL") or "INFO").upper(),
             log_format=(os.environ.get("LOG_FORMAT") or "text").lower(),
             access_log=os.environ.get("ACCESS_LOG", "0").lower() in ("1", "true", "yes"),
-            lease_s=float(_int("RERUN_LEASE_SECONDS", 30)),
+            lease_s=_float("RERUN_LEASE_SECONDS", 30.0),
+            gemini_max_attempts=max(1, _int("GEMINI_MAX_ATTEMPTS", 5)),
+            gemini_retry_base_delay_s=_float("GEMINI_RETRY_BASE_DELAY_S", 0.5),
+            gemini_timeout_s=_float("GEMINI_TIMEOUT_S", 60.0),
         )

@@ -37,7 +37,13 @@ def make_analyzer(settings: Settings) -> Analyzer:
         from graphql_api.analysis.gemini import GeminiAnalyzer
 
         log.info("analyzer_selected analyzer=gemini base_url=%s", settings.gemini_base_url or "default")
-        return GeminiAnalyzer(settings.gemini_api_key, settings.gemini_base_url)
+        return GeminiAnalyzer(
+            settings.gemini_api_key,
+            settings.gemini_base_url,
+            max_attempts=settings.gemini_max_attempts,
+            base_delay_s=settings.gemini_retry_base_delay_s,
+            request_timeout_s=settings.gemini_timeout_s,
+        )
     from graphql_api.analysis.offline import OfflineAnalyzer
 
     log.warning(

@@ -3,6 +3,7 @@ migrated once per session, and a fresh database per test cloned from it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -97,13 +98,28 @@ class Api:
         return response.json()
 
 
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[Api]:
-    app = create_app(test_settings(db_url), db_url)
+@contextlib.asynccontextmanager
+async def running_api(db_url: str, **settings: Any) -> AsyncIterator[Api]:
+    app = create_app(test_settings(db_url, **settings), db_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
             yield Api(app, client)
+
+
+@pytest.fixture
+async def api(db_url: str) -> AsyncIterator[Api]:
+    async with running_api(db_url) as api:
+        yield api
+
+
+@pytest.fixture
+def gemini() -> Any:
+    """A Gemini-compatible server on loopback, driven through the real google-genai client."""
+    from graphql_api.testing import GeminiTestServer
+
+    with GeminiTestServer() as server:
+        yield server
 
 
 def data(result: dict) -> dict:

@@ -82,10 +82,13 @@ def chat(chat_id: str, *, agent_id: str = "agent_chat1", version: int = 0, minut
     }
 
 
-async def load(api: Any, workspace: str, records: list[dict]) -> Any:
-    """Import records into a workspace (created when missing) and return the import report."""
+async def load(api: Any, workspace: str, records: list[dict], *, analyzer: Any = None) -> Any:
+    """Import records into a workspace (created when missing) and return the import report.
+
+    Initial analyses use the offline analyzer unless another is given.
+    """
     workspace_id = await api.workspace_id(workspace)
-    report = await Importer(db=api.db, workspace_id=workspace_id, analyzer=OfflineAnalyzer()).run(
+    report = await Importer(db=api.db, workspace_id=workspace_id, analyzer=analyzer or OfflineAnalyzer()).run(
         list(enumerate(records, start=1))
     )
     assert not report.errors, report.errors
