@@ -61,8 +61,16 @@ class GraphQLView(GraphQL):
             result.errors = [with_code(error) for error in result.errors]
         return process_result(result)
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+    def encode_json(self, data: object) -> str:
+        # Text, so WebSocket messages go out as text frames as the protocols require.
+        return orjson.dumps(data).decode()
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = Response(orjson.dumps(response_data), status_code=sub_response.status_code or 200, media_type="application/json")
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        return response
 
     async def render_graphql_ide(self, request: Request) -> Response:
         if self._graphiql_html is None:

@@ -29,6 +29,7 @@ def cli(*args: str, db_url: str, data_dir: Path, env: dict[str, str] | None = No
 
 class ServerProcess:
     def __init__(self, *, db_url: str, data_dir: Path, env: dict[str, str] | None = None, command: str = "serve"):
+        self.command = command
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"server-{self.port}.log"
@@ -41,6 +42,8 @@ class ServerProcess:
         )
 
     def wait_ready(self, timeout: float = 60) -> ServerProcess:
+        if self.command == "worker":
+            return self.wait_ready_log("progress_listener_connected", timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -52,6 +55,17 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"server not ready:\n{self.log()}")
+
+    def wait_ready_log(self, text: str, timeout: float = 60) -> ServerProcess:
+        """Wait until the process has logged `text` (workers serve no HTTP)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"process exited early:\n{self.log()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{text!r} not logged:\n{self.log()}")
 
     def log(self) -> str:
         if not self._log.closed:
