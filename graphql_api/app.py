@@ -109,6 +109,21 @@ async def metrics(request: Request) -> Response:
         "# TYPE sql_statements_total counter",
         f"sql_statements_total {services.db.statements_executed}",
     ]
+    worker = services.worker
+    if worker is not None:
+        lines += [
+            "# HELP rerun_items_processed_total Rerun items this process finished (succeeded or failed).",
+            "# TYPE rerun_items_processed_total counter",
+            f"rerun_items_processed_total {worker.processed}",
+            f"rerun_items_failed_total {worker.failed}",
+            "# HELP rerun_db_seconds_total Time rerun workers spent in claim and commit statements.",
+            "# TYPE rerun_db_seconds_total counter",
+            f"rerun_db_seconds_total {worker.db_seconds:.6f}",
+            f"rerun_analyze_seconds_total {worker.analyze_seconds:.6f}",
+            f"rerun_items_in_flight {worker.in_flight}",
+        ]
+    if services.progress is not None:
+        lines += [f"progress_notifications_total {services.progress.notifications}"]
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 

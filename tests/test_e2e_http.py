@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.server import ServerProcess, cli
+from graphql_api.testing.processes import ServerProcess, cli
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "retell-export.jsonl"
 

@@ -17,7 +17,7 @@ from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
 from tests.factories import call, voice_agent
-from tests.server import ServerProcess, cli
+from graphql_api.testing.processes import ServerProcess, cli
 
 SUBSCRIPTION = """subscription($id: ID!) { rerunProgress(jobId: $id) {
   job { id status total succeeded failed pending }

@@ -8,6 +8,7 @@ expire and another worker claims the items again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -48,14 +49,26 @@ class RerunWorker:
         self.lease_s = lease_s
         self.idle_poll_s = idle_poll_s
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+        # Up to `concurrency` analyses run at once; a few more items are claimed ahead so a slot that
+        # frees starts its next analysis at once, while the finished one commits.
+        self.prefetch = max(1, concurrency // 4)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._holding = 0  # claimed items whose analysis has not ended
         self._wake = asyncio.Event()
         self._stopping = False
-        self._in_flight: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()
         self._configs: dict[str, Any] = {}
         self.processed = 0
+        self.failed = 0
+        self.db_seconds = 0.0  # time in claim and commit statements
+        self.analyze_seconds = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
 
     def wake(self) -> None:
-        """New work may be there (a job was created): look now rather than at the next poll."""
+        """New work may be there (a job was created, a slot freed): look now rather than at the next poll."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -63,25 +76,22 @@ class RerunWorker:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while not self._stopping:
-                free = self.concurrency - len(self._in_flight)
-                claimed = await self._claim(free) if free > 0 else []
-                if not claimed:
-                    self._wake.clear()
-                    waiters = [asyncio.create_task(self._wake.wait())]
-                    if self._in_flight:
-                        waiters.append(asyncio.create_task(asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)))
-                    done, pending = await asyncio.wait(waiters, timeout=self.idle_poll_s, return_when=asyncio.FIRST_COMPLETED)
-                    for task in pending:
-                        task.cancel()
-                    continue
+                want = self.concurrency + self.prefetch - self._holding
+                claimed = await self._claim(want) if want > 0 else []
                 for item in claimed:
+                    self._holding += 1
                     task = asyncio.create_task(self._process(item))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                if claimed:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_s)
         finally:
             heartbeat.cancel()
-            if self._in_flight:
-                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
             log.info("rerun_worker_stopped owner=%s processed=%d", self.owner, self.processed)
 
     def stop(self) -> None:
@@ -89,10 +99,12 @@ class RerunWorker:
         self._wake.set()
 
     async def _claim(self, batch: int) -> list[Any]:
+        started = time.perf_counter()
         try:
             rows = await self.db.fetch_all("rerun_items_claim", batch=batch, owner=self.owner, lease_s=self.lease_s)
             if rows:
                 await self.db.fetch_all("rerun_jobs_mark_running", job_ids=sorted({r["job_id"] for r in rows}))
+            self.db_seconds += time.perf_counter() - started
             return rows
         except (OSError, ConnectionError) as exc:
             log.warning("rerun_claim_failed owner=%s error=%s retry_in_s=%.1f", self.owner, exc, self.idle_poll_s)
@@ -113,17 +125,27 @@ class RerunWorker:
         started = time.monotonic()
         outcome, error = None, None
         try:
-            if item["attempts"] > MAX_ATTEMPTS:
-                error = f"gave up after {MAX_ATTEMPTS} attempts: the workers handling it stopped before finishing"
-            else:
-                config = await self._config(item["job_id"])
-                outcome = await self.analyzer.analyze(conversation_for_analysis(item), config)
+            async with self._slots:
+                outcome, error = await self._analyze(item)
+        finally:
+            self._holding -= 1
+            self._wake.set()
+        await self._commit(item, outcome, error, started)
+
+    async def _analyze(self, item: Any) -> tuple[Any, str | None]:
+        if item["attempts"] > MAX_ATTEMPTS:
+            return None, f"gave up after {MAX_ATTEMPTS} attempts: the workers handling it stopped before finishing"
+        analyze_started = time.perf_counter()
+        try:
+            config = await self._config(item["job_id"])
+            return await self.analyzer.analyze(conversation_for_analysis(item), config), None
         except AnalysisError as exc:
-            error = str(exc)
+            return None, str(exc)
         except Exception as exc:
             log.exception("rerun_item_crashed job=%s conversation=%s", item["job_id"], item["conversation_id"])
-            error = f"internal error: {type(exc).__name__}"
-        await self._commit(item, outcome, error, started)
+            return None, f"internal error: {type(exc).__name__}"
+        finally:
+            self.analyze_seconds += time.perf_counter() - analyze_started
 
     async def _commit(self, item: Any, outcome: Any, error: str | None, started: float) -> None:
         values: dict[str, Any] = {
@@ -144,9 +166,11 @@ class RerunWorker:
             }
         for attempt in range(5):
             try:
+                commit_started = time.perf_counter()
                 job = await self.db.fetch_one(
                     "rerun_item_finish", job_id=item["job_id"], seq=item["seq"], owner=self.owner, error=error, **values
                 )
+                self.db_seconds += time.perf_counter() - commit_started
                 break
             except Exception as exc:  # the database may be restarting: the lease gives us time to retry
                 delay = min(2 ** attempt, 10)
@@ -160,6 +184,7 @@ class RerunWorker:
                         item["job_id"], item["conversation_id"], self.owner)
             return
         self.processed += 1
+        self.failed += error is not None
         log.debug("rerun_item_done job=%s conversation=%s status=%s ms=%.0f", item["job_id"], item["conversation_id"],
                   "FAILED" if error else "SUCCEEDED", (time.monotonic() - started) * 1000)
         if error:
@@ -172,7 +197,7 @@ class RerunWorker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            if not self._in_flight:
+            if not self._tasks:
                 continue
             try:
                 await self.db.fetch_all("rerun_items_heartbeat", owner=self.owner, lease_s=self.lease_s)

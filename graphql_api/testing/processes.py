@@ -1,4 +1,4 @@
-"""Run the real server (`python -m graphql_api serve`, uvicorn) in a child process for end-to-end tests."""
+"""Run the real server (`python -m graphql_api serve`, uvicorn) or a worker in a child process, for end-to-end tests and benchmarks."""
 
 from __future__ import annotations
 
