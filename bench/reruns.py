@@ -254,10 +254,12 @@ async def subscriber(url: str, key: str, job_id: str, ready: asyncio.Event, coun
 
 
 async def fanout(args: argparse.Namespace, db_url: str, key: str, data_dir: Path) -> dict[str, Any]:
-    print(f"\n== fan-out: {args.subscribers} subscribers on one job of {args.sub_items} items")
+    rate = args.sub_concurrency / args.sub_delay
+    print(f"\n== fan-out: {args.subscribers} subscribers on one job of {args.sub_items} items finishing at ~{rate:.0f}/s "
+          f"({args.subscribers * rate:.0f} events/s to deliver)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it: the server needs a socket each
-    with GeminiTestServer(delay_s=0.05, record=False) as gemini:
+    with GeminiTestServer(delay_s=args.sub_delay, record=False) as gemini:
         env = {"GEMINI_API_KEY": "bench", "GEMINI_BASE_URL": gemini.base_url, "LOG_LEVEL": "WARNING"}
         with ServerProcess(db_url=db_url, data_dir=data_dir, env={**env, "RUN_WORKERS": "0"}) as server:
             api = Api(server, key)
@@ -273,7 +275,7 @@ async def fanout(args: argparse.Namespace, db_url: str, key: str, data_dir: Path
                     await asyncio.sleep(0.05)
             await asyncio.wait_for(ready.wait(), timeout=120)
             print(f"{args.subscribers} subscribers have their snapshot after {time.perf_counter() - connect_started:.1f}s; starting a worker")
-            worker_env = {**env, "ANALYSIS_CONCURRENCY": "8", "LOG_LEVEL": "INFO"}  # readiness shows in its log
+            worker_env = {**env, "ANALYSIS_CONCURRENCY": str(args.sub_concurrency), "LOG_LEVEL": "INFO"}  # readiness shows in its log
             worker = ServerProcess(db_url=db_url, data_dir=data_dir, env=worker_env, command="worker")
             worker.wait_ready()
             run_started = time.perf_counter()
@@ -285,6 +287,7 @@ async def fanout(args: argparse.Namespace, db_url: str, key: str, data_dir: Path
             await api.client.aclose()
     expected = args.subscribers * args.sub_items
     figures = {
+        "item_rate_per_s": rate,
         "subscribers": args.subscribers,
         "items": args.sub_items,
         "events_expected": expected,
@@ -314,6 +317,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="ANALYSIS_CONCURRENCY C of the server's worker")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--sub-items", type=int, default=200)
+    parser.add_argument("--sub-concurrency", type=int, default=2, help="worker concurrency in the fan-out part")
+    parser.add_argument("--sub-delay", type=float, default=0.2, help="Gemini delay in the fan-out part: items/s = concurrency/delay")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-fanout", action="store_true")
     args = parser.parse_args()

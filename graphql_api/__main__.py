@@ -99,6 +99,8 @@ def _serve(settings: Settings, url: str) -> None:
         log_config=None,
         access_log=settings.access_log,
         ws_ping_interval=20,
+        # Progress messages are small; compressing each one for each subscriber costs more than it saves.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -35,6 +35,8 @@ class ProgressEvent:
     item: Any | None = None  # the rerun_items row that finished, None for a job-only event
     result: Any | None = None  # its analysis_results row, when it succeeded
     index: int = 0  # the item's finish index, or the job's finished count for job-only events
+    # What subscribers build from the event, built once for all of them (one event goes to every subscriber).
+    view: Any = None
 
 
 async def fetch_finished(db: Database, *, workspace_id: int, job_id: str, after: int, limit: int) -> tuple[list[Any], dict[int, Any]]:

@@ -10,6 +10,7 @@ from graphql.error import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
+from graphql_api.schema.execution import SharedEventExecutor
 from graphql_api.schema.extensions import ErrorCodes, FreshLoaders
 from graphql_api.schema.mutation import Mutation
 from graphql_api.schema.query import Query
@@ -29,6 +30,7 @@ class Schema(strawberry.Schema):
 
 schema = Schema(
     query=Query,
+    execution_context_class=SharedEventExecutor,
     mutation=Mutation,
     subscription=Subscription,
     scalar_overrides={Decimal: DecimalScalar},

@@ -47,6 +47,12 @@ class ErrorCodes(MaskErrors):
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [with_code(error) for error in errors]
 
+    def _process_result(self, result: object) -> None:
+        # MaskErrors checks a runtime Protocol here, which is slow on every subscription event.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+
 
 class FreshLoaders(SchemaExtension):
     def on_operation(self) -> Iterator[None]:

@@ -17,6 +17,7 @@ from graphql_api.reruns.planning import Estimate, Targets, create_rerun, estimat
 from graphql_api.reruns.progress import FINAL_STATUSES, finished_count
 from graphql_api.reruns.worker import cancel_rerun
 from graphql_api.schema.context import Info
+from graphql_api.schema.execution import SharedEvent
 from graphql_api.schema.pagination import (
     Connection,
     build_connection,
@@ -100,10 +101,10 @@ class RerunItem:
     _result: strawberry.Private[Any] = None
 
     @strawberry.field(description="The result this rerun produced.")
-    async def result(self, info: Info) -> AnalysisResult | None:
+    def result(self, info: Info) -> AnalysisResult | None:
         if self._result is not None:
-            return AnalysisResult.from_row(self._result)
-        return await _load_result(info, self._row["result_id"])
+            return self._result
+        return _load_result(info, self._row["result_id"])  # type: ignore[return-value]
 
     @strawberry.field(description="The conversation's current result when the rerun was requested.")
     async def previous_result(self, info: Info) -> AnalysisResult | None:
@@ -129,7 +130,7 @@ class RerunItem:
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             _row=row,
-            _result=result,
+            _result=AnalysisResult.from_row(result) if result is not None else None,
         )
 
 
@@ -218,7 +219,7 @@ class RerunAnalysisPayload:
 
 
 @strawberry.type(description="One event of a rerun's progress. The first is a snapshot with `item` null.")
-class RerunProgress:
+class RerunProgress(SharedEvent):
     job: RerunJob
     item: RerunItem | None
 
@@ -360,8 +361,10 @@ class Subscription:
             if job["status"] in FINAL_STATUSES:
                 return
             async for event in subscriber.events(after=finished_count(job)):
-                item = RerunItem.from_row(event.item, event.result) if event.item is not None else None
-                yield RerunProgress(job=RerunJob.from_row(event.job), item=item)
+                if event.view is None:
+                    item = RerunItem.from_row(event.item, event.result) if event.item is not None else None
+                    event.view = RerunProgress(job=RerunJob.from_row(event.job), item=item)
+                yield event.view
 
 
 __all__ = ["RerunMutations", "RerunQueries", "Subscription", "estimate_of"]
