@@ -79,7 +79,7 @@ def bench_database() -> Iterator[str]:
     base_url = os.environ.get("DATABASE_URL") or None
     embedded = None
     if base_url is None:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="gqlapi-bench-pg-")), delete_on_stop=True)
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="gqlapi-bench-queries-pg-")), delete_on_stop=True)
         base_url = embedded.start()
     name = f"gqlapi_bench_{os.getpid()}"
 
@@ -756,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     started = time.perf_counter()
-    data_dir = Path(tempfile.mkdtemp(prefix="gqlapi-bench-data-"))
+    data_dir = Path(tempfile.mkdtemp(prefix="gqlapi-bench-queries-data-"))
     report: dict[str, Any] | None = None
     failed = False
     try:
