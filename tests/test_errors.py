@@ -18,12 +18,12 @@ async def test_unexpected_failure_is_internal_without_internals_and_logged(api, 
     await conn.close()
 
     with caplog.at_level(logging.ERROR, logger="graphql_api.errors"):
-        result = await api.gql('{ call(id: "call_1") { id analysis { summary } } }', key=key)
+        result = await api.gql('{ agents { nodes { id } } call(id: "call_1") { id analysis { summary } } }', key=key)
     assert error_codes(result) == ["INTERNAL"]
     message = result["errors"][0]["message"]
     assert "analysis_results" not in message and "SELECT" not in message and ".py" not in message
-    assert result["errors"][0]["path"] == ["call", "analysis"]
-    assert result["data"]["call"]["id"] == "call_1"  # the rest of the answer still arrives
+    assert result["errors"][0]["path"] == ["call"]
+    assert result["data"]["agents"]["nodes"] == [{"id": "agent_voice1"}]  # the rest of the answer still arrives
     assert any("unexpected_error" in r.getMessage() and r.exc_info for r in caplog.records)
 
 

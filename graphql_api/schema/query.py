@@ -50,8 +50,15 @@ def selected_node_fields(info: Info) -> set[str]:
     return names
 
 
+def selected_object_fields(info: Info) -> set[str]:
+    """Names of the fields selected on the object this resolver returns."""
+    return {f.name for root in _fields(info.selected_fields) for f in _fields(root.selections)}
+
+
 async def hydrate_conversations(info: Info, items: list[Call] | list[Chat], selected: set[str]) -> None:
-    """Fetch in one batch per relation what the selection needs, so node fields are plain attributes."""
+    """Fill the relations the selection asks for, one batched query per relation for the whole page."""
+    if not items:
+        return
     loaders = info.context.loaders
     jobs: list[Any] = []
 
@@ -60,7 +67,7 @@ async def hydrate_conversations(info: Info, items: list[Call] | list[Chat], sele
             rows = await loaders.agent.load_many([c._row["agent_id"] for c in items])
             cache: dict[str, Agent] = {}
             for item, row in zip(items, rows):
-                item._agent = cache.get(row["agent_id"]) or cache.setdefault(row["agent_id"], Agent.from_row(row))
+                item.agent = cache.get(row["agent_id"]) or cache.setdefault(row["agent_id"], Agent.from_row(row))
 
         jobs.append(agents())
     if "agentVersion" in selected:
@@ -69,14 +76,23 @@ async def hydrate_conversations(info: Info, items: list[Call] | list[Chat], sele
             cache: dict[tuple[str, int], AgentVersion] = {}
             for item, row in zip(items, rows):
                 key = (row["agent_id"], row["version"])
-                item._version = cache.get(key) or cache.setdefault(key, AgentVersion.from_row(row))
+                item.agent_version = cache.get(key) or cache.setdefault(key, AgentVersion.from_row(row))
 
         jobs.append(versions())
+    missing_analysis = [c for c in items if not c._analysis_loaded] if "analysis" in selected else []
+    if missing_analysis:
+        async def current() -> None:
+            rows = await loaders.current_analysis.load_many([c.id for c in missing_analysis])
+            for item, row in zip(missing_analysis, rows):
+                item.analysis = AnalysisResult.from_row(row) if row is not None else None
+                item._analysis_loaded = True
+
+        jobs.append(current())
     if "analysisHistory" in selected:
         async def history() -> None:
-            groups = await loaders.analysis_history.load_many([c._row["conversation_id"] for c in items])
+            groups = await loaders.analysis_history.load_many([c.id for c in items])
             for item, rows in zip(items, groups):
-                item._history = [AnalysisResult.from_row(r) for r in rows]
+                item.analysis_history = [AnalysisResult.from_row(r) for r in rows]
 
         jobs.append(history())
     if jobs:
@@ -146,7 +162,8 @@ async def list_conversations(
     items = []
     for row in rows[: limit]:
         item = model.from_row(row)
-        item._analysis = AnalysisResult.from_row(row, prefix="r_") if row["r_id"] is not None else None
+        item.analysis = AnalysisResult.from_row(row, prefix="r_") if row["r_id"] is not None else None
+        item._analysis_loaded = True
         items.append(item)
     await hydrate_conversations(info, items, selected_node_fields(info))
     rows_by_id = {row["conversation_id"]: row for row in rows}
@@ -163,7 +180,9 @@ async def get_conversation(info: Info, kind: Kind, ident: str) -> Any:
     row = await info.context.loaders.conversation.load(ident)
     if row is None or row["kind"] != kind:
         raise not_found(kind.lower(), ident)
-    return (Call if kind == "CALL" else Chat).from_row(row)
+    item = (Call if kind == "CALL" else Chat).from_row(row)
+    await hydrate_conversations(info, [item], selected_object_fields(info))
+    return item
 
 
 @strawberry.type

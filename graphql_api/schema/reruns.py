@@ -110,15 +110,23 @@ class RerunItem:
     async def previous_result(self, info: Info) -> AnalysisResult | None:
         return await _load_result(info, self._row["previous_result_id"])
 
+    async def _conversation(self, info: Info, kind: str) -> Any:
+        from graphql_api.schema.query import hydrate_conversations, selected_object_fields
+
+        row = await info.context.loaders.conversation.load(self._row["conversation_id"])
+        if row is None or row["kind"] != kind:
+            return None
+        item = (Call if kind == "CALL" else Chat).from_row(row)
+        await hydrate_conversations(info, [item], selected_object_fields(info))
+        return item
+
     @strawberry.field(description="The call, when the job reruns calls.")
     async def call(self, info: Info) -> Call | None:
-        row = await info.context.loaders.conversation.load(self._row["conversation_id"])
-        return Call.from_row(row) if row is not None and row["kind"] == "CALL" else None
+        return await self._conversation(info, "CALL")
 
     @strawberry.field(description="The chat, when the job reruns chats.")
     async def chat(self, info: Info) -> Chat | None:
-        row = await info.context.loaders.conversation.load(self._row["conversation_id"])
-        return Chat.from_row(row) if row is not None and row["kind"] == "CHAT" else None
+        return await self._conversation(info, "CHAT")
 
     @classmethod
     def from_row(cls, row: Any, result: Any = None) -> RerunItem:

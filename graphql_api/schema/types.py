@@ -19,9 +19,6 @@ from graphql_api.errors import NotFound
 from graphql_api.schema.context import Info
 from graphql_api.schema.pagination import Connection
 
-_UNSET: Any = object()
-
-
 @strawberry.enum(description="Where an agent talks to people.")
 class Channel(Enum):
     VOICE = "VOICE"
@@ -241,58 +238,17 @@ class Message:
     created_at: datetime | None
 
 
-class ConversationFields:
-    """Fields and lookups shared by Call and Chat."""
-
-    _row: Any
-    _agent: Any
-    _version: Any
-    _analysis: Any
-    _history: Any
-
-    @property
-    def _conversation_id(self) -> str:
-        return self._row["conversation_id"]
-
-    def agent(self, info: Info) -> Agent:
-        if self._agent is not _UNSET:
-            return self._agent
-        return _load_agent(info, self._row["agent_id"])  # type: ignore[return-value]
-
-    def agent_version(self, info: Info) -> AgentVersion:
-        if self._version is not _UNSET:
-            return self._version
-        return _load_version(info, self._row["agent_id"], self._row["agent_version"])  # type: ignore[return-value]
-
-    def analysis(self, info: Info) -> AnalysisResult | None:
-        if self._analysis is not _UNSET:
-            return self._analysis
-        return _load_current(info, self._conversation_id)  # type: ignore[return-value]
-
-    def analysis_history(self, info: Info) -> list[AnalysisResult]:
-        if self._history is not _UNSET:
-            return self._history
-        return _load_history(info, self._conversation_id)  # type: ignore[return-value]
-
-
-async def _load_current(info: Info, conversation_id: str) -> AnalysisResult | None:
-    row = await info.context.loaders.current_analysis.load(conversation_id)
-    return AnalysisResult.from_row(row) if row is not None else None
-
-
-async def _load_history(info: Info, conversation_id: str) -> list[AnalysisResult]:
-    rows = await info.context.loaders.analysis_history.load(conversation_id)
-    return [AnalysisResult.from_row(r) for r in rows]
-
-
 _AGENT_DOC = "The agent that handled it."
 _VERSION_DOC = "The agent version that handled it."
 _ANALYSIS_DOC = "The newest completed analysis (initial or rerun); null before any."
 _HISTORY_DOC = "Every earlier analysis result, newest first."
 
+# Call and Chat relations are plain attributes, filled for a whole page at once by
+# graphql_api.schema.query.hydrate_conversations (per-row resolvers cost more than the queries).
+
 
 @strawberry.type(description="A voice call handled by an agent.")
-class Call(ConversationFields):
+class Call:
     id: strawberry.ID
     call_type: str | None = strawberry.field(description="web_call or phone_call.")
     call_status: ConversationStatus
@@ -306,17 +262,11 @@ class Call(ConversationFields):
     transcript: str
     metadata: JSON
     _row: strawberry.Private[Any]
-    _agent: strawberry.Private[Any] = _UNSET
-    _version: strawberry.Private[Any] = _UNSET
-    _analysis: strawberry.Private[Any] = _UNSET
-    _history: strawberry.Private[Any] = _UNSET
-
-    agent: Agent = strawberry.field(resolver=ConversationFields.agent, description=_AGENT_DOC)
-    agent_version: AgentVersion = strawberry.field(resolver=ConversationFields.agent_version, description=_VERSION_DOC)
-    analysis: AnalysisResult | None = strawberry.field(resolver=ConversationFields.analysis, description=_ANALYSIS_DOC)
-    analysis_history: list[AnalysisResult] = strawberry.field(
-        resolver=ConversationFields.analysis_history, description=_HISTORY_DOC
-    )
+    agent: Agent = strawberry.field(default=None, description=_AGENT_DOC)
+    agent_version: AgentVersion = strawberry.field(default=None, description=_VERSION_DOC)
+    analysis: AnalysisResult | None = strawberry.field(default=None, description=_ANALYSIS_DOC)
+    analysis_history: list[AnalysisResult] = strawberry.field(default_factory=list, description=_HISTORY_DOC)
+    _analysis_loaded: strawberry.Private[bool] = False
 
     @strawberry.field(description="The transcript turn by turn, with word timings where recorded.")
     def transcript_object(self) -> list[Utterance]:
@@ -351,7 +301,7 @@ class Call(ConversationFields):
 
 
 @strawberry.type(description="A chat handled by an agent.")
-class Chat(ConversationFields):
+class Chat:
     id: strawberry.ID
     chat_type: str | None
     chat_status: ConversationStatus
@@ -360,17 +310,11 @@ class Chat(ConversationFields):
     transcript: str
     metadata: JSON
     _row: strawberry.Private[Any]
-    _agent: strawberry.Private[Any] = _UNSET
-    _version: strawberry.Private[Any] = _UNSET
-    _analysis: strawberry.Private[Any] = _UNSET
-    _history: strawberry.Private[Any] = _UNSET
-
-    agent: Agent = strawberry.field(resolver=ConversationFields.agent, description=_AGENT_DOC)
-    agent_version: AgentVersion = strawberry.field(resolver=ConversationFields.agent_version, description=_VERSION_DOC)
-    analysis: AnalysisResult | None = strawberry.field(resolver=ConversationFields.analysis, description=_ANALYSIS_DOC)
-    analysis_history: list[AnalysisResult] = strawberry.field(
-        resolver=ConversationFields.analysis_history, description=_HISTORY_DOC
-    )
+    agent: Agent = strawberry.field(default=None, description=_AGENT_DOC)
+    agent_version: AgentVersion = strawberry.field(default=None, description=_VERSION_DOC)
+    analysis: AnalysisResult | None = strawberry.field(default=None, description=_ANALYSIS_DOC)
+    analysis_history: list[AnalysisResult] = strawberry.field(default_factory=list, description=_HISTORY_DOC)
+    _analysis_loaded: strawberry.Private[bool] = False
 
     @strawberry.field
     def messages(self) -> list[Message]:
