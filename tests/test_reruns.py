@@ -232,3 +232,25 @@ async def test_jobs_of_another_workspace_are_not_found(api) -> None:
     assert error_codes(cancel) == ["NOT_FOUND"]
     assert error_codes(await api.gql(RERUN, {"input": {"callIds": ["call_0"]}}, key=other)) == ["NOT_FOUND"]
     await wait_final(api, key, job_id)
+
+
+PREVIEW = """mutation($id: ID!) { previewAnalysis(conversationId: $id) {
+  trigger charged costUsd model summary agentVersion { version } } }"""
+
+
+async def test_preview_runs_the_draft_on_one_call_without_changing_its_analysis(gapi, gemini) -> None:
+    await gapi.gql(UPDATE, {"agent": "agent_voice1", "input": {"summaryPrompt": "PREVIEW PROMPT"}}, key=gapi.key)
+    preview = data(await gapi.gql(PREVIEW, {"id": "call_0"}, key=gapi.key))["previewAnalysis"]
+    assert preview["trigger"] == "PREVIEW" and preview["agentVersion"] == {"version": 2}
+    assert preview["charged"] is True and Decimal(preview["costUsd"]) > 0
+    assert "PREVIEW PROMPT" in gemini.requests[-1].system_instruction
+    call0 = data(await gapi.gql('{ call(id: "call_0") { analysis { trigger } analysisHistory { trigger } } }', key=gapi.key))["call"]
+    assert call0 == {"analysis": {"trigger": "INITIAL"}, "analysisHistory": [{"trigger": "PREVIEW"}]}
+
+    gemini.fail_always(400)
+    failed = await gapi.gql(PREVIEW, {"id": "call_1"}, key=gapi.key)
+    assert error_codes(failed) == ["INTERNAL"] and "analysis model failed" in failed["errors"][0]["message"]
+    gemini.fail_always(None)
+    assert error_codes(await gapi.gql(PREVIEW, {"id": "call_nope"}, key=gapi.key)) == ["NOT_FOUND"]
+    await load(gapi, "acme", [call("call_live", status="ongoing")])
+    assert error_codes(await gapi.gql(PREVIEW, {"id": "call_live"}, key=gapi.key)) == ["BAD_USER_INPUT"]

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from graphql_api.analysis.base import AnalysisOutcome
+from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer
 from graphql_api.analysis.pricing import cost_usd, is_waived
 from graphql_api.db import Database
+from graphql_api.errors import ApiError, BadUserInput, not_found
 
 Trigger = Literal["INITIAL", "RERUN", "PREVIEW"]
+
+
+class AnalysisFailed(ApiError):
+    """The model could not analyze the conversation (after retries): an upstream failure, said plainly."""
+
+    code = "INTERNAL"
 _REASON = {"INITIAL": "initial", "RERUN": "rerun", "PREVIEW": "preview"}
 
 
@@ -50,4 +57,35 @@ async def record_result(
         waived=waived,
         reason=reason,
         rerun_job_id=None,
+    )
+
+
+async def run_preview(*, db: Database, workspace_id: int, conversation_id: str, analyzer: Analyzer) -> Any:
+    """Analyze one conversation with its agent's latest draft config, now, without changing its current result."""
+    from graphql_api.analysis.config import effective_config
+    from graphql_api.importer import ANALYZABLE_STATUSES, conversation_for_analysis
+
+    rows = await db.fetch_all("conversations_by_ids", workspace_id=workspace_id, conversation_ids=[conversation_id])
+    if not rows:
+        raise not_found("call or chat", conversation_id)
+    conversation = rows[0]
+    if conversation["status"] not in ANALYZABLE_STATUSES:
+        raise BadUserInput(
+            f"{conversation_id} is {conversation['status']}; only finished conversations can be analyzed.",
+            argument="conversationId",
+        )
+    drafts = await db.fetch_all("drafts_of_agents", workspace_id=workspace_id, agent_ids=[conversation["agent_id"]])
+    draft = drafts[0]
+    try:
+        outcome = await analyzer.analyze(conversation_for_analysis(conversation), effective_config(draft))
+    except AnalysisError as exc:
+        raise AnalysisFailed(f"The analysis model failed for {conversation_id}: {exc}") from exc
+    return await record_result(
+        db=db,
+        workspace_id=workspace_id,
+        conversation_id=conversation_id,
+        trigger="PREVIEW",
+        agent_id=conversation["agent_id"],
+        agent_version=draft["version"],
+        outcome=outcome,
     )

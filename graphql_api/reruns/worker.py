@@ -189,6 +189,10 @@ class RerunWorker:
                   "FAILED" if error else "SUCCEEDED", (time.monotonic() - started) * 1000)
         if error:
             log.warning("rerun_item_failed job=%s conversation=%s error=%s", item["job_id"], item["conversation_id"], error)
+        finished = job["succeeded"] + job["failed"]
+        step = max(1, job["total"] // 10)
+        if finished % step == 0 and job["status"] not in FINAL_STATUSES:
+            log.info("rerun_job_progress job=%s finished=%d of=%d failed=%d", job["job_id"], finished, job["total"], job["failed"])
         if job["status"] in FINAL_STATUSES:
             self._configs.pop(item["job_id"], None)
             log.info("rerun_job_finished job=%s status=%s succeeded=%d failed=%d canceled=%d cost_usd=%s",

@@ -9,7 +9,8 @@ import strawberry
 from graphql_api import agents
 from graphql_api.schema.context import Info
 from graphql_api.schema.reruns import RerunMutations
-from graphql_api.schema.types import AgentVersion, DataFieldType
+from graphql_api.analysis.results import run_preview
+from graphql_api.schema.types import AgentVersion, AnalysisResult, DataFieldType
 
 
 @strawberry.input(description="One custom analysis field.")
@@ -77,6 +78,21 @@ class Mutation(RerunMutations):
             expected_config_updated_at=expected if expected is not strawberry.UNSET else None,
         )
         return AgentVersion.from_row(row)
+
+    @strawberry.mutation(
+        description="Run the agent's latest draft config on one call or chat now, to try prompts before a rerun. "
+        "The result is kept in `analysisHistory` with trigger PREVIEW and never becomes the current analysis; "
+        "it is charged like a rerun."
+    )
+    async def preview_analysis(self, info: Info, conversation_id: strawberry.ID) -> AnalysisResult:
+        workspace = info.context.require_workspace()
+        row = await run_preview(
+            db=info.context.db,
+            workspace_id=workspace.id,
+            conversation_id=conversation_id,
+            analyzer=info.context.services.analyzer,
+        )
+        return AnalysisResult.from_row(row)
 
     @strawberry.mutation(description="Freeze the latest draft and start the next draft as a copy of it. Returns the published version.")
     async def publish_draft(self, info: Info, agent_id: strawberry.ID) -> AgentVersion:
