@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
 from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer, Conversation, Utterance
@@ -443,52 +444,63 @@ class Importer:
             conv["agent_version"] = max((v for v, row in by_version.items() if row["is_published"]), default=draft_version)
         version = conv["agent_version"]
         async with self.db.transaction():
-            if version not in by_version:
-                if version > draft_version:
-                    raise RecordError(
-                        f"version {version} of agent {conv['agent_id']} is newer than its draft ({draft_version}); "
-                        "import that agent version first"
-                    )
-                # The export didn't include this older version: keep a frozen copy of the next one so
-                # the conversation points at a real version.
-                template = by_version[min(v for v in by_version if v > version)]
-                by_version[version] = await self.db.fetch_one(
-                    "agent_version_insert",
-                    workspace_id=ws,
-                    agent_id=conv["agent_id"],
-                    version=version,
-                    is_published=True,
-                    title=f"placeholder: not in the import (config copied from version {template['version']})",
-                    **{k: template[k] for k in _CONFIG_KEYS},
+            needs_analysis, placeholder = await self._write_conversation(conv, by_version, version, draft_version)
+        if placeholder is not None:
+            by_version[version] = placeholder  # only once it is committed
+        return needs_analysis
+
+    async def _write_conversation(
+        self, conv: dict[str, Any], by_version: dict[int, Any], version: int, draft_version: int
+    ) -> tuple[bool, Any]:
+        """Inside the caller's transaction: the placeholder version if needed, the conversation, its imported analysis."""
+        ws = self.workspace_id
+        placeholder = None
+        if version not in by_version:
+            if version > draft_version:
+                raise RecordError(
+                    f"version {version} of agent {conv['agent_id']} is newer than its draft ({draft_version}); "
+                    "import that agent version first"
                 )
-            row = await self.db.fetch_one(
-                "conversation_upsert",
+            # The export didn't include this older version: keep a frozen copy of the next one so
+            # the conversation points at a real version.
+            template = by_version[min(v for v in by_version if v > version)]
+            placeholder = await self.db.fetch_one(
+                "agent_version_insert",
                 workspace_id=ws,
-                **{k: v for k, v in conv.items() if k != "analysis"},
+                agent_id=conv["agent_id"],
+                version=version,
+                is_published=True,
+                title=f"placeholder: not in the import (config copied from version {template['version']})",
+                **{k: template[k] for k in _CONFIG_KEYS},
             )
-            if row is None:
-                other = "chat" if conv["kind"] == "CALL" else "call"
-                raise RecordError(f"id {conv['conversation_id']} already belongs to a {other}")
-            if conv["kind"] == "CALL":
-                self.report.calls += 1
-            else:
-                self.report.chats += 1
-            if await self.db.fetch_val("has_initial_analysis", workspace_id=ws, conversation_id=conv["conversation_id"]):
-                return False
-            if conv["analysis"] is not None:
-                await record_result(
-                    db=self.db,
-                    workspace_id=ws,
-                    conversation_id=conv["conversation_id"],
-                    trigger="INITIAL",
-                    agent_id=conv["agent_id"],
-                    agent_version=version,
-                    outcome=AnalysisOutcome(model=by_version[version]["model"], **conv["analysis"]),
-                    waive=True,
-                )
-                self.report.analyses_imported += 1
-                return False
-        return conv["status"] in ANALYZABLE_STATUSES
+        row = await self.db.fetch_one(
+            "conversation_upsert",
+            workspace_id=ws,
+            **{k: v for k, v in conv.items() if k != "analysis"},
+        )
+        if row is None:
+            other = "chat" if conv["kind"] == "CALL" else "call"
+            raise RecordError(f"id {conv['conversation_id']} already belongs to a {other}")
+        if conv["kind"] == "CALL":
+            self.report.calls += 1
+        else:
+            self.report.chats += 1
+        if await self.db.fetch_val("has_initial_analysis", workspace_id=ws, conversation_id=conv["conversation_id"]):
+            return False, placeholder
+        if conv["analysis"] is not None:
+            await record_result(
+                db=self.db,
+                workspace_id=ws,
+                conversation_id=conv["conversation_id"],
+                trigger="INITIAL",
+                agent_id=conv["agent_id"],
+                agent_version=version,
+                outcome=AnalysisOutcome(model=(placeholder or by_version[version])["model"], **conv["analysis"]),
+                waive=True,
+            )
+            self.report.analyses_imported += 1
+            return False, placeholder
+        return conv["status"] in ANALYZABLE_STATUSES, placeholder
 
     async def _analyze_all(self, conversations: list[dict[str, Any]]) -> None:
         if not conversations:
@@ -515,7 +527,7 @@ class Importer:
                     failed += 1
                     log.warning("initial_analysis_failed conversation=%s error=%s", conv["conversation_id"], exc)
                     return
-                async with self.db.transaction():
+                try:
                     await record_result(
                         db=self.db,
                         workspace_id=ws,
@@ -525,6 +537,9 @@ class Importer:
                         agent_version=conv["agent_version"],
                         outcome=outcome,
                     )
+                except asyncpg.UniqueViolationError:
+                    log.info("initial_analysis_exists conversation=%s: another import stored it first", conv["conversation_id"])
+                    return
                 done += 1
                 self.report.analyses_run += 1
                 if done % 100 == 0:

@@ -254,3 +254,45 @@ async def test_preview_runs_the_draft_on_one_call_without_changing_its_analysis(
     assert error_codes(await gapi.gql(PREVIEW, {"id": "call_nope"}, key=gapi.key)) == ["NOT_FOUND"]
     await load(gapi, "acme", [call("call_live", status="ongoing")])
     assert error_codes(await gapi.gql(PREVIEW, {"id": "call_live"}, key=gapi.key)) == ["BAD_USER_INPUT"]
+
+
+async def test_a_canceled_job_whose_worker_died_still_ends(db_url, gemini) -> None:
+    from graphql_api.reruns.worker import RerunWorker
+
+    async with running_api(db_url, run_workers=False) as api:
+        key = await api.key_for("acme")
+        await load(api, "acme", [voice_agent(), call("call_0"), call("call_1", minute=1)])
+        job_id = data(await api.gql(RERUN, {"input": {"agentId": "agent_voice1"}}, key=key))["rerunAnalysis"]["job"]["id"]
+        # A worker claims both items and dies: its leases run out and nobody heartbeats them.
+        claimed = await api.db.fetch_all("rerun_items_claim", batch=10, owner="dead-worker", lease_s=0.2)
+        assert len(claimed) == 2
+        canceled = data(await api.gql("mutation($id: ID!) { cancelRerun(jobId: $id) { status canceled } }", {"id": job_id}, key=key))
+        assert canceled["cancelRerun"] == {"status": "QUEUED", "canceled": 0}  # nothing pending to cancel yet
+        survivor = RerunWorker(db=api.db, analyzer=api.services.analyzer, lease_s=0.6)
+        task = asyncio.create_task(survivor.run())
+        try:
+            job = await wait_final(api, key, job_id, timeout=15)
+        finally:
+            survivor.stop()
+            await task
+    assert (job["status"], job["canceled"], job["succeeded"]) == ("CANCELED", 2, 0)
+    assert all(item["status"] == "CANCELED" and item["result"] is None for item in job["items"]["nodes"])
+
+
+async def test_a_cancel_that_catches_nothing_leaves_the_job_succeeded(gapi, gemini) -> None:
+    gemini.delay_s = 0.5
+    payload = await _rerun(gapi, callIds=["call_0", "call_1", "call_2"])  # all three start at once (concurrency 4)
+    await asyncio.sleep(0.2)
+    canceled = data(await gapi.gql("mutation($id: ID!) { cancelRerun(jobId: $id) { canceled } }", {"id": payload["job"]["id"]}, key=gapi.key))
+    assert canceled["cancelRerun"]["canceled"] == 0
+    job = await wait_final(gapi, gapi.key, payload["job"]["id"])
+    assert (job["status"], job["succeeded"], job["canceled"]) == ("SUCCEEDED", 3, 0)
+
+
+async def test_a_subscriber_arriving_as_the_last_one_leaves_gets_a_live_watch(api) -> None:
+    hub = api.services.progress
+    async with hub.subscribe(1, "rerun_00000000000000000001"):
+        pass
+    async with hub.subscribe(1, "rerun_00000000000000000001") as again:
+        watch = hub._watches[(1, "rerun_00000000000000000001")]
+        assert again in watch.subscribers and not watch.task.done() and not watch.task.cancelling()

@@ -200,6 +200,10 @@ async def plan_rerun(
         job = await db.fetch_one(
             "rerun_items_insert", job_id=job_id, workspace_id=workspace_id, **targets.params()
         )
+        if job["total"] == 0:
+            # The targets changed between the estimate and the insert (a filter on current results
+            # that another rerun just rewrote): a job with nothing to do would never end. Roll back.
+            raise BadUserInput("The request matches no finished conversations any more; nothing to rerun.", argument="input.filter")
     return Plan(job=job, estimate=estimate)
 
 

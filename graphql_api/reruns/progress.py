@@ -68,6 +68,18 @@ class Subscriber:
         except asyncio.QueueFull:
             self.lagged = True  # the subscriber re-reads what it missed from the tables
 
+    async def _fetch_retrying(self, *, after: int, limit: int) -> tuple[list[Any], dict[int, Any]]:
+        """Read missed items, waiting out a database restart rather than ending the stream."""
+        for attempt in range(8):
+            try:
+                return await fetch_finished(self.hub.db, workspace_id=self.workspace_id, job_id=self.job_id, after=after, limit=limit)
+            except Exception as exc:
+                if attempt == 7:
+                    raise
+                log.warning("progress_gap_read_failed job=%s error=%s retry=%d", self.job_id, type(exc).__name__, attempt + 1)
+                await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")
+
     async def events(self, *, after: int) -> AsyncIterator[ProgressEvent]:
         """Events after finish index `after`, in order, each once, ending with the job's final state."""
         cursor = after
@@ -78,16 +90,14 @@ class Subscriber:
                 while not self.queue.empty():
                     self.queue.get_nowait()
                 job = await db.fetch_one("rerun_job_get", workspace_id=self.workspace_id, job_id=self.job_id)
-                event = ProgressEvent(job=job, index=finished_count(job))
+                event = ProgressEvent(job=job, index=finished_count(job))  # then the gap is read below
             else:
                 event = await self.queue.get()
             if event.index > cursor + (1 if event.item is not None else 0):
                 # A gap (a notification raced or was lost, or we lagged): read the missing items.
                 upto = event.index - (1 if event.item is not None else 0)
                 while cursor < upto:
-                    items, results = await fetch_finished(
-                        db, workspace_id=self.workspace_id, job_id=self.job_id, after=cursor, limit=min(FETCH_BATCH, upto - cursor)
-                    )
+                    items, results = await self._fetch_retrying(after=cursor, limit=min(FETCH_BATCH, upto - cursor))
                     if not items:
                         break
                     for item in items:
@@ -184,7 +194,7 @@ class ProgressHub:
         subscriber = Subscriber(self, workspace_id, job_id)
         key = (workspace_id, job_id)
         watch = self._watches.get(key)
-        if watch is None:
+        if watch is None or watch.task.done():
             watch = self._watches[key] = JobWatch(self, workspace_id, job_id)
         watch.subscribers.add(subscriber)
         watch.dirty.set()
@@ -193,6 +203,9 @@ class ProgressHub:
         finally:
             watch.subscribers.discard(subscriber)
             if not watch.subscribers:
+                # Forget it now, not when its task gets round to ending: a new subscriber gets a new watch.
+                if self._watches.get(key) is watch:
+                    del self._watches[key]
                 watch.task.cancel()
 
     def _on_notification(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:

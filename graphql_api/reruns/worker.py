@@ -58,6 +58,8 @@ class RerunWorker:
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._configs: dict[str, Any] = {}
+        self._held: set[tuple[str, int]] = set()  # (job id, seq) of items claimed and not yet finished or released
+        self._canceling: dict[str, tuple[float, bool]] = {}  # job id -> (checked at, being canceled)
         self.processed = 0
         self.failed = 0
         self.db_seconds = 0.0  # time in claim and commit statements
@@ -89,9 +91,10 @@ class RerunWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.idle_poll_s)
         finally:
-            heartbeat.cancel()
+            # Leases stay alive while the running analyses finish; items not started are given back.
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            heartbeat.cancel()
             log.info("rerun_worker_stopped owner=%s processed=%d", self.owner, self.processed)
 
     def stop(self) -> None:
@@ -102,18 +105,20 @@ class RerunWorker:
         started = time.perf_counter()
         try:
             rows = await self.db.fetch_all("rerun_items_claim", batch=batch, owner=self.owner, lease_s=self.lease_s)
-            if rows:
-                await self.db.fetch_all("rerun_jobs_mark_running", job_ids=sorted({r["job_id"] for r in rows}))
+            self._held.update((r["job_id"], r["seq"]) for r in rows)
             self.db_seconds += time.perf_counter() - started
-            return rows
-        except (OSError, ConnectionError) as exc:
-            log.warning("rerun_claim_failed owner=%s error=%s retry_in_s=%.1f", self.owner, exc, self.idle_poll_s)
-            await asyncio.sleep(self.idle_poll_s)
-            return []
         except Exception as exc:  # asyncpg raises its own types when the server goes away
-            log.warning("rerun_claim_failed owner=%s error=%s: %s", self.owner, type(exc).__name__, exc)
+            log.warning("rerun_claim_failed owner=%s error=%s retry_in_s=%.1f", self.owner, type(exc).__name__, self.idle_poll_s)
             await asyncio.sleep(self.idle_poll_s)
             return []
+        if rows:
+            # Separate from the claim: the claim must never wait on a job row (cancel holds it while it
+            # waits on pending items). Only the job's status depends on it, so a failure is just logged.
+            try:
+                await self.db.fetch_all("rerun_jobs_mark_running", job_ids=sorted({r["job_id"] for r in rows}))
+            except Exception as exc:
+                log.warning("rerun_mark_running_failed owner=%s error=%s", self.owner, type(exc).__name__)
+        return rows
 
     async def _config(self, job_id: str) -> Any:
         if job_id not in self._configs:
@@ -123,14 +128,42 @@ class RerunWorker:
 
     async def _process(self, item: Any) -> None:
         started = time.monotonic()
-        outcome, error = None, None
+        key = (item["job_id"], item["seq"])
         try:
             async with self._slots:
+                if self._stopping or await self._job_canceling(item["job_id"]):
+                    # Claimed ahead but not started: give it back rather than analyze it.
+                    await self._release(item)
+                    return
                 outcome, error = await self._analyze(item)
         finally:
             self._holding -= 1
             self._wake.set()
-        await self._commit(item, outcome, error, started)
+        try:
+            await self._commit(item, outcome, error, started)
+        finally:
+            self._held.discard(key)
+
+    async def _job_canceling(self, job_id: str) -> bool:
+        """Whether the job is being canceled, looked up at most once a second per job."""
+        now = time.monotonic()
+        checked = self._canceling.get(job_id)
+        if checked is None or now - checked[0] > 1.0:
+            try:
+                canceling = bool(await self.db.fetch_val("rerun_job_canceling", job_id=job_id))
+            except Exception:
+                canceling = False  # the commit will tell; starting is the safe choice
+            checked = self._canceling[job_id] = (now, canceling)
+        return checked[1]
+
+    async def _release(self, item: Any) -> None:
+        key = (item["job_id"], item["seq"])
+        try:
+            await self.db.fetch_one("rerun_item_release", job_id=item["job_id"], seq=item["seq"], owner=self.owner)
+        except Exception as exc:  # the lease runs out and another worker takes it
+            log.warning("rerun_release_failed job=%s seq=%s error=%s", item["job_id"], item["seq"], type(exc).__name__)
+        finally:
+            self._held.discard(key)
 
     async def _analyze(self, item: Any) -> tuple[Any, str | None]:
         if item["attempts"] > MAX_ATTEMPTS:
@@ -177,7 +210,8 @@ class RerunWorker:
                 log.warning("rerun_commit_retry job=%s seq=%s error=%s retry_in_s=%d", item["job_id"], item["seq"], type(exc).__name__, delay)
                 await asyncio.sleep(delay)
         else:
-            log.error("rerun_commit_failed job=%s seq=%s: leaving the item to be claimed again", item["job_id"], item["seq"])
+            log.error("rerun_commit_failed job=%s seq=%s: giving the item back to be claimed again", item["job_id"], item["seq"])
+            await self._release(item)
             return
         if job is None or job["job_id"] is None:
             log.warning("rerun_lease_lost job=%s conversation=%s owner=%s: another worker owns it; result discarded",
@@ -199,12 +233,22 @@ class RerunWorker:
                      job["job_id"], job["status"], job["succeeded"], job["failed"], job["canceled"], job["cost_usd"])
 
     async def _heartbeat(self) -> None:
+        """Extend the leases of the items held, and cancel items that dead workers left in canceled jobs."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            if not self._tasks:
-                continue
             try:
-                await self.db.fetch_all("rerun_items_heartbeat", owner=self.owner, lease_s=self.lease_s)
+                if self._held:
+                    held = sorted(self._held)
+                    await self.db.fetch_all(
+                        "rerun_items_heartbeat",
+                        owner=self.owner,
+                        lease_s=self.lease_s,
+                        job_ids=[h[0] for h in held],
+                        seqs=[h[1] for h in held],
+                    )
+                reaped = await self.db.fetch_val("rerun_items_reap")
+                if reaped:
+                    log.info("rerun_abandoned_items_canceled count=%d", reaped)
             except Exception as exc:
                 log.warning("rerun_heartbeat_failed owner=%s error=%s", self.owner, type(exc).__name__)
 

@@ -42,6 +42,10 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
             hit = payload.shared_results().get(self._shared_key())
             if hit is not None:
                 return _Cached(hit[1])
+        # A subscription is one operation with one context; each event reads fresh rows, not the first event's.
+        reset = getattr(self.context_value, "reset_loaders", None)
+        if reset is not None:
+            reset()
         return super().build_per_event_executor(payload)
 
     def execute_operation(self, *args: Any, **kwargs: Any) -> Any:

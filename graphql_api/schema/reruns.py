@@ -12,7 +12,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from graphql_api.errors import BadUserInput, not_found
+from graphql_api.errors import ApiError, BadUserInput, not_found
 from graphql_api.reruns.planning import Estimate, Targets, create_rerun, estimate_of, resolve_explicit_targets
 from graphql_api.reruns.progress import FINAL_STATUSES, finished_count
 from graphql_api.reruns.worker import cancel_rerun
@@ -359,20 +359,32 @@ class Subscription:
     )
     async def rerun_progress(self, info: Info, job_id: strawberry.ID) -> AsyncGenerator[RerunProgress, None]:
         workspace = info.context.require_workspace()
-        db = info.context.db
-        hub = info.context.services.progress
-        async with hub.subscribe(workspace.id, job_id) as subscriber:
-            job = await db.fetch_one("rerun_job_get", workspace_id=workspace.id, job_id=job_id)
-            if job is None:
-                raise not_found("rerun job", job_id)
-            yield RerunProgress(job=RerunJob.from_row(job), item=None)
-            if job["status"] in FINAL_STATUSES:
-                return
-            async for event in subscriber.events(after=finished_count(job)):
-                if event.view is None:
-                    item = RerunItem.from_row(event.item, event.result) if event.item is not None else None
-                    event.view = RerunProgress(job=RerunJob.from_row(event.job), item=item)
-                yield event.view
+        try:
+            async for progress in _progress(info, workspace.id, job_id):
+                yield progress
+        except ApiError:
+            raise
+        except Exception as exc:
+            # Errors raised here reach clients without a path; say nothing of the internals.
+            log.error("subscription_failed job=%s error=%s", job_id, type(exc).__name__, exc_info=exc)
+            raise ApiError("Internal server error. It has been logged; subscribe again.") from exc
+
+
+async def _progress(info: Info, workspace_id: int, job_id: str) -> AsyncGenerator[RerunProgress, None]:
+    db = info.context.db
+    hub = info.context.services.progress
+    async with hub.subscribe(workspace_id, job_id) as subscriber:
+        job = await db.fetch_one("rerun_job_get", workspace_id=workspace_id, job_id=job_id)
+        if job is None:
+            raise not_found("rerun job", job_id)
+        yield RerunProgress(job=RerunJob.from_row(job), item=None)
+        if job["status"] in FINAL_STATUSES:
+            return
+        async for event in subscriber.events(after=finished_count(job)):
+            if event.view is None:
+                item = RerunItem.from_row(event.item, event.result) if event.item is not None else None
+                event.view = RerunProgress(job=RerunJob.from_row(event.job), item=item)
+            yield event.view
 
 
 __all__ = ["RerunMutations", "RerunQueries", "Subscription", "estimate_of"]

@@ -142,6 +142,8 @@ CREATE TABLE analysis_results (
 -- At most one current result per conversation: the newest completed one.
 CREATE UNIQUE INDEX analysis_results_one_current ON analysis_results (workspace_id, conversation_id) WHERE is_current;
 CREATE INDEX analysis_results_history ON analysis_results (workspace_id, conversation_id, id DESC);
+-- The initial analysis runs once per conversation, however many imports race.
+CREATE UNIQUE INDEX analysis_results_one_initial ON analysis_results (workspace_id, conversation_id) WHERE trigger = 'INITIAL';
 
 -- One line per model invocation, waived or not.
 CREATE TABLE charges (

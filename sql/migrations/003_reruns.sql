@@ -157,7 +157,7 @@ BEGIN
         updated_at = clock_timestamp(),
         status = CASE
             WHEN j.succeeded + j.failed + j.canceled + 1 < j.total THEN j.status
-            WHEN j.cancel_requested_at IS NOT NULL THEN 'CANCELED'
+            WHEN j.cancel_requested_at IS NOT NULL AND j.canceled > 0 THEN 'CANCELED'
             WHEN j.failed + (NOT ok)::int = 0 THEN 'SUCCEEDED'
             WHEN j.succeeded + ok::int = 0 THEN 'FAILED'
             ELSE 'PARTIALLY_FAILED' END,
@@ -172,4 +172,70 @@ BEGIN
     PERFORM pg_notify('rerun_progress', json_build_object(
         'w', job.workspace_id, 'j', job.job_id, 'i', job.succeeded + job.failed, 's', job.status)::text);
     RETURN job;
+END $$;
+
+-- Count items of a job as canceled; the job ends CANCELED when nothing else is left.
+CREATE FUNCTION count_canceled_rerun_items(p_job_id text, p_count integer) RETURNS rerun_jobs LANGUAGE plpgsql AS $$
+DECLARE
+    job rerun_jobs;
+BEGIN
+    UPDATE rerun_jobs j SET
+        canceled = j.canceled + p_count,
+        updated_at = clock_timestamp(),
+        status = CASE WHEN j.succeeded + j.failed + j.canceled + p_count >= j.total THEN 'CANCELED' ELSE j.status END,
+        finished_at = CASE WHEN j.succeeded + j.failed + j.canceled + p_count >= j.total THEN clock_timestamp() END
+    WHERE j.job_id = p_job_id
+    RETURNING j.* INTO job;
+    PERFORM pg_notify('rerun_progress', json_build_object(
+        'w', job.workspace_id, 'j', job.job_id, 'i', job.succeeded + job.failed, 's', job.status)::text);
+    RETURN job;
+END $$;
+
+-- A worker gives back an item it claimed but won't finish (it is stopping, its job is being
+-- canceled, or it could not commit): canceled if the job is being canceled, else pending again.
+-- Returns NULL when the worker no longer held the item.
+CREATE FUNCTION release_rerun_item(p_job_id text, p_seq integer, p_owner text) RETURNS rerun_jobs LANGUAGE plpgsql AS $$
+DECLARE
+    job rerun_jobs;
+BEGIN
+    PERFORM 1 FROM rerun_items
+    WHERE job_id = p_job_id AND seq = p_seq AND lease_owner = p_owner AND status = 'RUNNING'
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO job FROM rerun_jobs WHERE job_id = p_job_id;
+    IF job.cancel_requested_at IS NULL THEN
+        UPDATE rerun_items SET status = 'PENDING', lease_owner = NULL, lease_expires_at = NULL
+        WHERE job_id = p_job_id AND seq = p_seq;
+        RETURN job;
+    END IF;
+    UPDATE rerun_items SET status = 'CANCELED', lease_owner = NULL, lease_expires_at = NULL, finished_at = clock_timestamp()
+    WHERE job_id = p_job_id AND seq = p_seq;
+    RETURN count_canceled_rerun_items(p_job_id, 1);
+END $$;
+
+-- Items of jobs being canceled whose worker is gone (lease expired) are canceled, so the job can end.
+-- Workers call it now and then; it returns how many items it canceled.
+CREATE FUNCTION reap_canceled_rerun_items() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    abandoned record;
+    n integer;
+    total integer := 0;
+BEGIN
+    FOR abandoned IN
+        SELECT DISTINCT i.job_id
+        FROM rerun_jobs j JOIN rerun_items i ON i.job_id = j.job_id
+        WHERE j.status IN ('QUEUED', 'RUNNING') AND j.cancel_requested_at IS NOT NULL
+          AND i.status = 'RUNNING' AND i.lease_expires_at < clock_timestamp()
+    LOOP
+        UPDATE rerun_items SET status = 'CANCELED', lease_owner = NULL, lease_expires_at = NULL, finished_at = clock_timestamp()
+        WHERE job_id = abandoned.job_id AND status = 'RUNNING' AND lease_expires_at < clock_timestamp();
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            PERFORM count_canceled_rerun_items(abandoned.job_id, n);
+            total := total + n;
+        END IF;
+    END LOOP;
+    RETURN total;
 END $$;

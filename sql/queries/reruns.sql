@@ -114,10 +114,23 @@ RETURNING job_id, workspace_id, pg_notify('rerun_progress',
     json_build_object('w', workspace_id, 'j', job_id, 'i', succeeded + failed, 's', 'RUNNING')::text);
 
 -- rerun_items_heartbeat --
--- Extend the leases this worker holds; the rows returned are the ones it still holds.
-UPDATE rerun_items SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_s)
-WHERE lease_owner = :owner AND status = 'RUNNING'
-RETURNING job_id, seq;
+-- Extend the leases of the items this worker is working on; the rows returned are the ones it still holds.
+UPDATE rerun_items i SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_s)
+FROM unnest(:job_ids::text[], :seqs::int[]) AS held(job_id, seq)
+WHERE i.job_id = held.job_id AND i.seq = held.seq AND i.lease_owner = :owner AND i.status = 'RUNNING'
+RETURNING i.job_id, i.seq;
+
+-- rerun_item_release --
+-- Give back a claimed item this worker won't finish (see release_rerun_item).
+SELECT * FROM release_rerun_item(:job_id, :seq, :owner);
+
+-- rerun_items_reap --
+-- Cancel the abandoned items of jobs being canceled (see reap_canceled_rerun_items).
+SELECT reap_canceled_rerun_items();
+
+-- rerun_job_canceling --
+-- Whether a job is being canceled (workers check before starting an item they claimed ahead).
+SELECT cancel_requested_at IS NOT NULL FROM rerun_jobs WHERE job_id = :job_id;
 
 -- rerun_job_snapshot --
 -- The config snapshot of a job, for workers.
