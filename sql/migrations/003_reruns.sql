@@ -122,6 +122,13 @@ BEGIN
     RETURN result;
 END $$;
 
+-- Tell listeners that a job changed: the payload is small (ids, the finished count, the status);
+-- subscribers read the rest from the tables.
+CREATE FUNCTION notify_rerun_progress(job rerun_jobs) RETURNS void LANGUAGE sql AS $$
+    SELECT pg_notify('rerun_progress', json_build_object(
+        'w', job.workspace_id, 'j', job.job_id, 'i', job.succeeded + job.failed, 's', job.status)::text)
+$$;
+
 -- Finish one claimed rerun item, only if this worker still holds its lease: the result and its charge
 -- (on success), the item's status, the job's counters and final status, and a progress notification
 -- commit together. Returns NULL when the lease was lost (another worker owns the item now).
@@ -169,8 +176,7 @@ BEGIN
         lease_owner = NULL, lease_expires_at = NULL, error = p_error, result_id = result.id,
         finish_index = job.succeeded + job.failed, finished_at = clock_timestamp()
     WHERE job_id = p_job_id AND seq = p_seq;
-    PERFORM pg_notify('rerun_progress', json_build_object(
-        'w', job.workspace_id, 'j', job.job_id, 'i', job.succeeded + job.failed, 's', job.status)::text);
+    PERFORM notify_rerun_progress(job);
     RETURN job;
 END $$;
 
@@ -186,8 +192,7 @@ BEGIN
         finished_at = CASE WHEN j.succeeded + j.failed + j.canceled + p_count >= j.total THEN clock_timestamp() END
     WHERE j.job_id = p_job_id
     RETURNING j.* INTO job;
-    PERFORM pg_notify('rerun_progress', json_build_object(
-        'w', job.workspace_id, 'j', job.job_id, 'i', job.succeeded + job.failed, 's', job.status)::text);
+    PERFORM notify_rerun_progress(job);
     RETURN job;
 END $$;
 

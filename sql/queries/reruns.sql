@@ -110,8 +110,7 @@ RETURNING i.job_id, i.seq, i.workspace_id, i.conversation_id, i.attempts,
 -- Jobs whose first items were claimed start running.
 UPDATE rerun_jobs SET status = 'RUNNING', started_at = clock_timestamp(), updated_at = clock_timestamp()
 WHERE job_id = ANY(:job_ids::text[]) AND status = 'QUEUED'
-RETURNING job_id, workspace_id, pg_notify('rerun_progress',
-    json_build_object('w', workspace_id, 'j', job_id, 'i', succeeded + failed, 's', 'RUNNING')::text);
+RETURNING job_id, workspace_id, notify_rerun_progress(rerun_jobs.*);
 
 -- rerun_items_heartbeat --
 -- Extend the leases of the items this worker is working on; the rows returned are the ones it still holds.
@@ -159,8 +158,7 @@ UPDATE rerun_jobs j SET
     status = CASE WHEN j.succeeded + j.failed + j.canceled + :canceled >= j.total THEN 'CANCELED' ELSE j.status END,
     finished_at = CASE WHEN j.succeeded + j.failed + j.canceled + :canceled >= j.total THEN clock_timestamp() END
 WHERE j.workspace_id = :workspace_id AND j.job_id = :job_id
-RETURNING j.*, pg_notify('rerun_progress',
-    json_build_object('w', j.workspace_id, 'j', j.job_id, 'i', j.succeeded + j.failed, 's', j.status)::text);
+RETURNING j.*, notify_rerun_progress(j.*);
 
 -- rerun_job_lock --
 -- A job of this workspace, locked for a status change.
