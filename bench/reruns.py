@@ -159,12 +159,22 @@ class Api:
 
 async def throughput(args: argparse.Namespace, db_url: str, key: str, data_dir: Path) -> dict[str, Any]:
     limit = args.concurrency / args.delay
-    print(f"\n== throughput: {args.conversations} conversations, L={args.delay}s, C={args.concurrency}: limit C/L = {limit:.1f}/s")
-    with GeminiTestServer(delay_s=args.delay, record=False) as gemini:
+    where = f"{args.worker_processes} worker processes" if args.worker_processes else "the server's in-process worker"
+    print(f"\n== throughput: {args.conversations} conversations, L={args.delay}s, C={args.concurrency} ({where}): "
+          f"limit C/L = {limit:.1f}/s")
+    with GeminiTestServer(delay_s=args.delay, record=False) as gemini, contextlib.ExitStack() as stack:
         env = {
             "GEMINI_API_KEY": "bench", "GEMINI_BASE_URL": gemini.base_url, "ANALYSIS_CONCURRENCY": str(args.concurrency),
             "LOG_LEVEL": "WARNING",
         }
+        workers = []
+        if args.worker_processes:
+            env["RUN_WORKERS"] = "0"
+            share = {**env, "ANALYSIS_CONCURRENCY": str(args.concurrency // args.worker_processes), "LOG_LEVEL": "INFO"}
+            for _ in range(args.worker_processes):
+                worker = ServerProcess(db_url=db_url, data_dir=data_dir, env=share, command="worker").wait_ready()
+                stack.callback(worker.stop)
+                workers.append(worker)
         with ServerProcess(db_url=db_url, data_dir=data_dir, env=env) as server:
             api = Api(server, key)
             pid = server.process.pid
@@ -188,15 +198,18 @@ async def throughput(args: argparse.Namespace, db_url: str, key: str, data_dir: 
                     raise TimeoutError("throughput job did not finish")
                 await asyncio.sleep(0.25)
             after = await api.metrics()
-            peak_kib = vm_kib(pid, "VmHWM")
-            cpu_s = server_cpu_seconds(pid)
+            # With worker processes the work happens there: their memory and CPU are what count.
+            pids = [w.process.pid for w in workers] or [pid]
+            peak_kib = max(vm_kib(p, "VmHWM") for p in pids)
+            cpu_s = sum(server_cpu_seconds(p) for p in pids)
             await api.client.aclose()
     started = datetime.fromisoformat(job["startedAt"])
     finished = datetime.fromisoformat(job["finishedAt"])
     seconds = (finished - started).total_seconds()
     rate = total / seconds
-    items = after["rerun_items_processed_total"] - before.get("rerun_items_processed_total", 0)
-    db_ms = (after["rerun_db_seconds_total"] - before.get("rerun_db_seconds_total", 0)) / max(items, 1) * 1000
+    items = after.get("rerun_items_processed_total", 0) - before.get("rerun_items_processed_total", 0)
+    # Worker processes serve no /metrics: the worker-side wall time is known only for the in-process worker.
+    db_ms = (after.get("rerun_db_seconds_total", 0) - before.get("rerun_db_seconds_total", 0)) / items * 1000 if items else float("nan")
     function_ms = await function_ms_per_call(db_url, "finish_rerun_item")
     figures = {
         "conversations": total,
@@ -212,7 +225,8 @@ async def throughput(args: argparse.Namespace, db_url: str, key: str, data_dir: 
         "db_wall_ms_per_item": round(db_ms, 3),
         "db_server_ms_per_commit": round(function_ms, 3),
         "server_cpu_seconds": round(cpu_s, 1),
-        "sql_statements_per_item": round((after["sql_statements_total"] - before["sql_statements_total"]) / max(items, 1), 2),
+        "worker_processes": args.worker_processes,
+        "sql_statements_per_item": round((after["sql_statements_total"] - before["sql_statements_total"]) / items, 2) if items else None,
         "server_rss_start_mib": round(rss_start / 1024, 1),
         "server_peak_rss_mib": round(peak_kib / 1024, 1),
     }
@@ -220,8 +234,8 @@ async def throughput(args: argparse.Namespace, db_url: str, key: str, data_dir: 
         f"status {job['status']} in {seconds:.1f}s: {rate:.1f}/s = {rate / limit:.3f} of the limit {limit:.1f}/s\n"
         f"database time per item: {function_ms:.2f} ms in PostgreSQL for the commit (finish_rerun_item), "
         f"{db_ms:.2f} ms wall as the worker saw claim+commit ({figures['sql_statements_per_item']} statements per item)\n"
-        f"server CPU {cpu_s:.1f}s over the run ({cpu_s / seconds:.2f} cores), "
-        f"job creation {create_s * 1000:.0f} ms for {total} items, server peak RSS {peak_kib / 1024:.0f} MiB "
+        f"worker CPU {cpu_s:.1f}s over the run ({cpu_s / seconds:.2f} cores), "
+        f"job creation {create_s * 1000:.0f} ms for {total} items, worker peak RSS {peak_kib / 1024:.0f} MiB "
         f"(at start {rss_start / 1024:.0f} MiB)"
     )
     return figures
@@ -319,6 +333,8 @@ def main() -> None:
     parser.add_argument("--sub-items", type=int, default=200)
     parser.add_argument("--sub-concurrency", type=int, default=2, help="worker concurrency in the fan-out part")
     parser.add_argument("--sub-delay", type=float, default=0.2, help="Gemini delay in the fan-out part: items/s = concurrency/delay")
+    parser.add_argument("--worker-processes", type=int, default=0,
+                        help="run the throughput part on N `worker` processes sharing C, instead of the server's own worker")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-fanout", action="store_true")
     args = parser.parse_args()
