@@ -266,6 +266,23 @@ def _set_graphiql_props(page: str, props: Mapping[str, str]) -> str:
     return page[: anchor.end()] + body + page[end:]
 
 
+# What a newcomer sees first: the agents, and a page of calls with their current analysis.
+DEFAULT_QUERY = """# Paste your API key into the Headers tab below, then press the run button.
+query Overview {
+  agents(first: 10) {
+    nodes { id name channel draft { version analysisConfig { model summaryPrompt } } }
+  }
+  calls(first: 5) {
+    nodes {
+      id callStatus startedAt agent { name } agentVersion { version }
+      analysis { summary successful userSentiment customData }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+
 def render_graphiql(
     *,
     vendor_dir: Path,
@@ -303,5 +320,7 @@ def render_graphiql(
         },
     )
 
+    # Strawberry's page starts the editor on its own welcome text; start it on a query of this API.
+    page = page.replace("parameters.q || EXAMPLE_QUERY", "parameters.q || " + _js(DEFAULT_QUERY), 1)
     page = _rewrite_links(page, vendor_dir, static_prefix)
     return _rewrite_scripts(page, vendor_dir, static_prefix)

@@ -261,3 +261,11 @@ def test_installed_assets_match_template_integrity():
     for rel, sri in installed:
         digest = hashlib.sha384((vendor_dir() / rel).read_bytes()).digest()
         assert "sha384-" + base64.b64encode(digest).decode() == sri, rel
+
+
+def test_the_editor_starts_on_a_query_of_this_api(tmp_path):
+    from graphql_api.graphiql import DEFAULT_QUERY
+
+    html = render_graphiql(vendor_dir=tmp_path)
+    assert "parameters.q || EXAMPLE_QUERY" not in html
+    assert "query Overview" in html and "calls(first: 5)" in DEFAULT_QUERY
