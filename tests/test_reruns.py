@@ -51,6 +51,17 @@ async def gapi(db_url, gemini):
         yield api
 
 
+async def _until_running(api, job_id: str, *, at_least: int) -> None:
+    """Wait until the worker has claimed that many items of the job."""
+    query = "query($id: ID!) { rerunJob(id: $id) { items(status: [RUNNING]) { nodes { conversationId } } } }"
+    for _ in range(200):
+        running = data(await api.gql(query, {"id": job_id}, key=api.key))["rerunJob"]["items"]["nodes"]
+        if len(running) >= at_least:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {at_least} items of {job_id} started")
+
+
 async def _rerun(api, **input) -> dict:
     return data(await api.gql(RERUN, {"input": input}, key=api.key))["rerunAnalysis"]
 
@@ -178,7 +189,7 @@ async def test_cancel_stops_what_has_not_started(gapi, gemini) -> None:
     gemini.delay_s = 0.4
     payload = await _rerun(gapi, agentId="agent_voice1")
     job_id = payload["job"]["id"]
-    await asyncio.sleep(0.1)  # the first items are running
+    await _until_running(gapi, job_id, at_least=1)
     canceled = data(await gapi.gql(
         "mutation($id: ID!) { cancelRerun(jobId: $id) { status canceled succeeded pending } }", {"id": job_id}, key=gapi.key
     ))["cancelRerun"]
@@ -282,7 +293,10 @@ async def test_a_canceled_job_whose_worker_died_still_ends(db_url, gemini) -> No
 async def test_a_cancel_that_catches_nothing_leaves_the_job_succeeded(gapi, gemini) -> None:
     gemini.delay_s = 0.5
     payload = await _rerun(gapi, callIds=["call_0", "call_1", "call_2"])  # all three start at once (concurrency 4)
-    await asyncio.sleep(0.2)
+    for _ in range(300):  # until all three are being analyzed
+        if gemini.request_count >= 3:
+            break
+        await asyncio.sleep(0.01)
     canceled = data(await gapi.gql("mutation($id: ID!) { cancelRerun(jobId: $id) { canceled } }", {"id": payload["job"]["id"]}, key=gapi.key))
     assert canceled["cancelRerun"]["canceled"] == 0
     job = await wait_final(gapi, gapi.key, payload["job"]["id"])
