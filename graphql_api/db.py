@@ -119,8 +119,23 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _raw(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._database.connection() as conn:
-            yield conn.raw_connection
+        try:
+            async with self._database.connection() as conn:
+                yield conn.raw_connection
+        except Exception:
+            self._forget_broken_connection()
+            raise
+
+    def _forget_broken_connection(self) -> None:
+        """After a failure, drop this task's `databases` connection if no statement or transaction uses it.
+
+        When the server goes away while `databases` releases a connection, it keeps the dead one as
+        "acquired", and every later statement of the same task fails on "Connection is already
+        acquired" forever: a long-lived task (a worker's loop) would never talk to the database again.
+        """
+        connection = self._database._connection  # this task's wrapper, if it has one
+        if connection is not None and connection._connection_counter == 0:
+            self._database._connection = None
 
     async def fetch_all(self, query_name: str, /, **params: Any) -> list[asyncpg.Record]:
         sql, args = self._prepare(query_name, params)
@@ -155,9 +170,15 @@ class Database:
         async with self._raw() as conn:
             await conn.execute(sql)
 
-    def transaction(self) -> Any:
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
         """All statements of this task inside the block commit together or not at all."""
-        return self._database.transaction()
+        try:
+            async with self._database.transaction():
+                yield
+        except Exception:
+            self._forget_broken_connection()
+            raise
 
     async def ping(self) -> bool:
         async with self._raw() as conn:

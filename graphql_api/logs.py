@@ -39,5 +39,5 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("databases", "httpx", "httpcore", "google_genai"):
+    for noisy in ("databases", "httpx", "httpx2", "httpcore", "google_genai", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -310,3 +310,23 @@ async def test_a_subscriber_arriving_as_the_last_one_leaves_gets_a_live_watch(ap
     async with hub.subscribe(1, "rerun_00000000000000000001") as again:
         watch = hub._watches[(1, "rerun_00000000000000000001")]
         assert again in watch.subscribers and not watch.task.done() and not watch.task.cancelling()
+
+
+async def test_items_leased_by_a_claim_whose_answer_was_lost_are_not_left_waiting(db_url) -> None:
+    from graphql_api.reruns.worker import RerunWorker
+
+    async with running_api(db_url, run_workers=False) as api:
+        key = await api.key_for("acme")
+        await load(api, "acme", [voice_agent(), call("call_0"), call("call_1", minute=1)])
+        job_id = data(await api.gql(RERUN, {"input": {"agentId": "agent_voice1"}}, key=key))["rerunAnalysis"]["job"]["id"]
+        worker = RerunWorker(db=api.db, analyzer=api.services.analyzer, lease_s=30)
+        # The claim went through in the database but its answer never reached the worker.
+        await api.db.fetch_all("rerun_items_claim", batch=10, owner=worker.owner, lease_s=30)
+        worker._unsure_of_leases = True
+        task = asyncio.create_task(worker.run())
+        try:
+            job = await wait_final(api, key, job_id, timeout=10)  # well before the 30 s leases run out
+        finally:
+            worker.stop()
+            await task
+    assert (job["status"], job["succeeded"]) == ("SUCCEEDED", 2)

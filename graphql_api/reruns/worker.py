@@ -60,6 +60,8 @@ class RerunWorker:
         self._configs: dict[str, Any] = {}
         self._held: set[tuple[str, int]] = set()  # (job id, seq) of items claimed and not yet finished or released
         self._canceling: dict[str, tuple[float, bool]] = {}  # job id -> (checked at, being canceled)
+        # A claim whose answer was lost (the connection died) may have leased items we never saw.
+        self._unsure_of_leases = False
         self.processed = 0
         self.failed = 0
         self.db_seconds = 0.0  # time in claim and commit statements
@@ -104,10 +106,13 @@ class RerunWorker:
     async def _claim(self, batch: int) -> list[Any]:
         started = time.perf_counter()
         try:
+            if self._unsure_of_leases:
+                await self._release_unknown_leases()
             rows = await self.db.fetch_all("rerun_items_claim", batch=batch, owner=self.owner, lease_s=self.lease_s)
             self._held.update((r["job_id"], r["seq"]) for r in rows)
             self.db_seconds += time.perf_counter() - started
         except Exception as exc:  # asyncpg raises its own types when the server goes away
+            self._unsure_of_leases = True
             log.warning("rerun_claim_failed owner=%s error=%s retry_in_s=%.1f", self.owner, type(exc).__name__, self.idle_poll_s)
             await asyncio.sleep(self.idle_poll_s)
             return []
@@ -143,6 +148,16 @@ class RerunWorker:
             await self._commit(item, outcome, error, started)
         finally:
             self._held.discard(key)
+
+    async def _release_unknown_leases(self) -> None:
+        """Give back items leased to this worker that it doesn't know of, rather than wait out their lease."""
+        leased = await self.db.fetch_all("rerun_items_leased_by", owner=self.owner)
+        unknown = [row for row in leased if (row["job_id"], row["seq"]) not in self._held]
+        for row in unknown:
+            await self.db.fetch_one("rerun_item_release", job_id=row["job_id"], seq=row["seq"], owner=self.owner)
+        if unknown:
+            log.info("rerun_unknown_leases_released owner=%s count=%d", self.owner, len(unknown))
+        self._unsure_of_leases = False
 
     async def _job_canceling(self, job_id: str) -> bool:
         """Whether the job is being canceled, looked up at most once a second per job."""

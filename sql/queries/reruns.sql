@@ -119,6 +119,10 @@ FROM unnest(:job_ids::text[], :seqs::int[]) AS held(job_id, seq)
 WHERE i.job_id = held.job_id AND i.seq = held.seq AND i.lease_owner = :owner AND i.status = 'RUNNING'
 RETURNING i.job_id, i.seq;
 
+-- rerun_items_leased_by --
+-- The items a worker holds a lease on, as the database sees it.
+SELECT job_id, seq FROM rerun_items WHERE lease_owner = :owner AND status = 'RUNNING';
+
 -- rerun_item_release --
 -- Give back a claimed item this worker won't finish (see release_rerun_item).
 SELECT * FROM release_rerun_item(:job_id, :seq, :owner);
