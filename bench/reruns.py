@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import resource
-import statistics
 import tempfile
 import time
 from datetime import datetime

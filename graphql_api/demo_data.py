@@ -642,7 +642,6 @@ def _solar_angry(c: _Ctx) -> Lines:
 
 
 def _solar_send_info(c: _Ctx) -> Lines:
-    r = c.r
     return [
         *_solar_opening(c),
         *_solar_qualify(c)[:4],

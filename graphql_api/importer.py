@@ -435,7 +435,6 @@ class Importer:
 
     async def _import_conversation(self, conv: dict[str, Any]) -> bool:
         """Upsert one call or chat; True when it still needs its initial analysis run."""
-        ws = self.workspace_id
         channel, by_version = await self._agent_versions(conv["agent_id"])
         if (channel == "VOICE") != (conv["kind"] == "CALL"):
             raise RecordError(f"agent {conv['agent_id']} is a {channel} agent; it can't have {conv['kind'].lower()}s")

@@ -20,6 +20,29 @@ class AnalysisFailed(ApiError):
 _REASON = {"INITIAL": "initial", "RERUN": "rerun", "PREVIEW": "preview"}
 
 
+def outcome_columns(outcome: AnalysisOutcome | None) -> dict[str, Any]:
+    """The stored columns of an analysis outcome (all None for a failed run), with its exact cost."""
+    if outcome is None:
+        return dict.fromkeys(_OUTCOME_COLUMNS)
+    return {
+        "model": outcome.model,
+        "summary": outcome.summary,
+        "successful": outcome.successful,
+        "user_sentiment": outcome.user_sentiment,
+        "in_voicemail": outcome.in_voicemail,
+        "custom_data": outcome.custom_data,
+        "input_tokens": outcome.input_tokens,
+        "output_tokens": outcome.output_tokens,
+        "cost_usd": cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens),
+    }
+
+
+_OUTCOME_COLUMNS = (
+    "model", "summary", "successful", "user_sentiment", "in_voicemail", "custom_data",
+    "input_tokens", "output_tokens", "cost_usd",
+)
+
+
 async def record_result(
     *,
     db: Database,
@@ -36,8 +59,6 @@ async def record_result(
     `waive` marks a run already paid elsewhere (an analysis that came with an import).
     """
     reason = _REASON[trigger]
-    amount = cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens)
-    waived = waive or is_waived(outcome.model, reason)
     return await db.fetch_one(
         "analysis_record",
         workspace_id=workspace_id,
@@ -45,18 +66,10 @@ async def record_result(
         trigger=trigger,
         agent_id=agent_id,
         agent_version=agent_version,
-        model=outcome.model,
-        summary=outcome.summary,
-        successful=outcome.successful,
-        user_sentiment=outcome.user_sentiment,
-        in_voicemail=outcome.in_voicemail,
-        custom_data=outcome.custom_data,
-        input_tokens=outcome.input_tokens,
-        output_tokens=outcome.output_tokens,
-        cost_usd=amount,
-        waived=waived,
+        waived=waive or is_waived(outcome.model, reason),
         reason=reason,
         rerun_job_id=None,
+        **outcome_columns(outcome),
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from graphql_api.analysis.base import AnalysisError, Analyzer
 from graphql_api.analysis.config import effective_config
-from graphql_api.analysis.pricing import cost_usd
+from graphql_api.analysis.results import outcome_columns
 from graphql_api.config import Settings
 from graphql_api.db import Database
 from graphql_api.errors import Conflict, not_found
@@ -196,22 +196,7 @@ class RerunWorker:
             self.analyze_seconds += time.perf_counter() - analyze_started
 
     async def _commit(self, item: Any, outcome: Any, error: str | None, started: float) -> None:
-        values: dict[str, Any] = {
-            "model": None, "summary": None, "successful": None, "user_sentiment": None, "in_voicemail": None,
-            "custom_data": None, "input_tokens": None, "output_tokens": None, "cost_usd": None,
-        }
-        if outcome is not None:
-            values = {
-                "model": outcome.model,
-                "summary": outcome.summary,
-                "successful": outcome.successful,
-                "user_sentiment": outcome.user_sentiment,
-                "in_voicemail": outcome.in_voicemail,
-                "custom_data": outcome.custom_data,
-                "input_tokens": outcome.input_tokens,
-                "output_tokens": outcome.output_tokens,
-                "cost_usd": cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens),
-            }
+        values = outcome_columns(outcome)
         for attempt in range(5):
             try:
                 commit_started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator
 from datetime import datetime
@@ -72,14 +73,7 @@ class RerunEstimate:
 
     @classmethod
     def of(cls, estimate: Estimate) -> RerunEstimate:
-        return cls(
-            conversations=estimate.conversations,
-            input_tokens=estimate.input_tokens,
-            output_tokens=estimate.output_tokens,
-            cost_usd=estimate.cost_usd,
-            model=estimate.model,
-            config_version=estimate.config_version,
-        )
+        return cls(**dataclasses.asdict(estimate))
 
 
 async def _load_result(info: Info, result_id: int | None) -> AnalysisResult | None:
