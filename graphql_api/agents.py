@@ -38,14 +38,45 @@ def config_of(row: Any) -> dict[str, Any]:
     return {key: row[key] for key in CONFIG_KEYS}
 
 
-async def _lock_draft(db: Database, workspace_id: int, agent_id: str) -> Any:
-    for _ in range(2):  # a publish that committed meanwhile made a new draft; the second look sees it
+async def _lock_draft(db: Database, workspace_id: int, agent_id: str, *, follow_publish: bool = True) -> Any:
+    """The agent's draft, locked until the transaction ends (edits and publishes queue behind each other).
+
+    A publish that commits while we wait freezes the draft we waited for and makes a new one: an edit
+    follows it to the new draft (`follow_publish`); a publish must not (it would publish twice).
+    """
+    for _ in range(2 if follow_publish else 1):
         draft = await db.fetch_one("agent_draft_lock", workspace_id=workspace_id, agent_id=agent_id)
         if draft is not None:
             return draft
         if not await db.fetch_all("agents_by_ids", workspace_id=workspace_id, agent_ids=[agent_id]):
             raise not_found("agent", agent_id)
-    raise Conflict(f"Agent {agent_id!r} has no draft right now; try again.")
+    raise Conflict(
+        f"The draft of agent {agent_id!r} was published by another request while this one waited; "
+        "reload the agent to see its new draft."
+    )
+
+
+def _same_instant_as_sent(stored: datetime, expected: datetime) -> bool:
+    """Whether a timestamp a client sent back names the stored one: exactly, or cut to milliseconds
+    (what a JavaScript Date keeps)."""
+    if stored == expected:
+        return True
+    return expected.microsecond % 1000 == 0 and stored.replace(microsecond=stored.microsecond // 1000 * 1000) == expected
+
+
+def _check_expected(draft: Any, *, expected_revision: int | None, expected_config_updated_at: datetime | None) -> None:
+    stale = (expected_revision is not None and draft["revision"] != expected_revision) or (
+        expected_config_updated_at is not None
+        and not _same_instant_as_sent(draft["config_updated_at"], expected_config_updated_at)
+    )
+    if stale:
+        raise Conflict(
+            f"The draft changed since you read it (it is now version {draft['version']}, revision {draft['revision']}, "
+            f"configUpdatedAt {draft['config_updated_at'].isoformat()}); reload and apply your edit again.",
+            version=draft["version"],
+            revision=draft["revision"],
+            configUpdatedAt=draft["config_updated_at"].isoformat(),
+        )
 
 
 async def update_draft(
@@ -54,18 +85,14 @@ async def update_draft(
     workspace_id: int,
     agent_id: str,
     changes: dict[str, Any],
+    expected_revision: int | None = None,
     expected_config_updated_at: datetime | None = None,
 ) -> Any:
     """Apply validated changes to the latest draft; returns the draft row (unchanged when nothing differs)."""
     clean = validate_changes(changes)
     async with db.transaction():
         draft = await _lock_draft(db, workspace_id, agent_id)
-        if expected_config_updated_at is not None and draft["config_updated_at"] != expected_config_updated_at:
-            raise Conflict(
-                "The draft changed since you read it "
-                f"(configUpdatedAt is now {draft['config_updated_at'].isoformat()}); reload and apply your edit again.",
-                configUpdatedAt=draft["config_updated_at"].isoformat(),
-            )
+        _check_expected(draft, expected_revision=expected_revision, expected_config_updated_at=expected_config_updated_at)
         before = config_of(draft)
         after = {**before, **clean}
         changed = [key for key in CONFIG_KEYS if after[key] != before[key]]
@@ -91,10 +118,37 @@ async def update_draft(
         return row
 
 
-async def publish_draft(*, db: Database, workspace_id: int, agent_id: str) -> tuple[Any, Any]:
-    """Freeze the latest draft and start the next one as its copy; returns (published, new draft)."""
+async def publish_draft(
+    *,
+    db: Database,
+    workspace_id: int,
+    agent_id: str,
+    expected_version: int | None = None,
+    expected_revision: int | None = None,
+) -> tuple[Any, Any]:
+    """Freeze the latest draft and start the next one as its copy; returns (published, new draft).
+
+    Publishing twice at once publishes once: the second request finds the draft gone and gets CONFLICT,
+    and so does a draft that is an unchanged copy of the version published before it.
+    """
     async with db.transaction():
-        await _lock_draft(db, workspace_id, agent_id)
+        draft = await _lock_draft(db, workspace_id, agent_id, follow_publish=False)
+        if expected_version is not None and draft["version"] != expected_version:
+            raise Conflict(
+                f"Version {expected_version} of agent {agent_id!r} is not its draft any more; the draft is now "
+                f"version {draft['version']}. Reload the agent before publishing.",
+                version=draft["version"],
+                revision=draft["revision"],
+            )
+        _check_expected(draft, expected_revision=expected_revision, expected_config_updated_at=None)
+        previous = await db.fetch_one("agent_latest_published", workspace_id=workspace_id, agent_id=agent_id)
+        if previous is not None and config_of(previous) == config_of(draft):
+            raise Conflict(
+                f"The draft of agent {agent_id!r} (version {draft['version']}) is the same as published version "
+                f"{previous['version']}; there is nothing new to publish.",
+                version=draft["version"],
+                publishedVersion=previous["version"],
+            )
         published = await db.fetch_one("agent_draft_publish", workspace_id=workspace_id, agent_id=agent_id)
         draft = await db.fetch_one("agent_draft_ensure", workspace_id=workspace_id, agent_id=agent_id)
     return published, draft

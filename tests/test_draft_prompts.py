@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+
 import pytest
 
 from graphql_api.analysis.base import DEFAULT_SUMMARY_PROMPT
@@ -120,3 +123,55 @@ async def test_unknown_or_foreign_agents_are_not_found(api, key) -> None:
         assert error_codes(await api.gql(UPDATE, {"agent": agent, "input": {"summaryPrompt": "x"}}, key=k)) == ["NOT_FOUND"]
         assert error_codes(await api.gql(f'mutation {{ publishDraft(agentId: "{agent}") {{ version }} }}', key=k)) == ["NOT_FOUND"]
     assert (await _agent(api, key))["draft"]["version"] == 1
+
+
+PUBLISH = "mutation($agent: ID!, $v: Int, $r: Int) { publishDraft(agentId: $agent, expectedVersion: $v, expectedRevision: $r) { version } }"
+DRAFT = 'query { agent(id: "agent_voice1") { draft { version revision configUpdatedAt } versions { version isPublished } } }'
+
+
+async def test_concurrent_publishes_of_one_draft_publish_it_once(api, key) -> None:
+    await api.gql(UPDATE, {"agent": "agent_voice1", "input": {"summaryPrompt": "Ready to ship."}}, key=key)
+    results = await asyncio.gather(*(api.gql(PUBLISH, {"agent": "agent_voice1"}, key=key) for _ in range(5)))
+    published = [r["data"]["publishDraft"]["version"] for r in results if r.get("data")]
+    assert published == [1]
+    assert sorted(error_codes(r) for r in results if not r.get("data")) == [["CONFLICT"]] * 4
+    agent = data(await api.gql(DRAFT, key=key))["agent"]
+    assert [(v["version"], v["isPublished"]) for v in agent["versions"]] == [(2, False), (1, True), (0, True)]
+
+
+async def test_publishing_a_draft_that_is_an_unchanged_copy_is_a_conflict(api, key) -> None:
+    await api.gql(UPDATE, {"agent": "agent_voice1", "input": {"summaryPrompt": "Ready to ship."}}, key=key)
+    assert data(await api.gql(PUBLISH, {"agent": "agent_voice1"}, key=key))["publishDraft"]["version"] == 1
+    again = await api.gql(PUBLISH, {"agent": "agent_voice1"}, key=key)  # a late double-click
+    assert error_codes(again) == ["CONFLICT"] and "nothing new to publish" in again["errors"][0]["message"]
+    assert again["errors"][0]["extensions"]["publishedVersion"] == 1
+    assert data(await api.gql(DRAFT, key=key))["agent"]["draft"]["version"] == 2
+
+
+async def test_expected_revision_is_an_exact_token_for_edits_and_publishes(api, key) -> None:
+    draft = data(await api.gql(DRAFT, key=key))["agent"]["draft"]
+    edit = {"summaryPrompt": "First.", "expectedRevision": draft["revision"]}
+    assert data(await api.gql(UPDATE, {"agent": "agent_voice1", "input": edit}, key=key))
+    now = data(await api.gql(DRAFT, key=key))["agent"]["draft"]
+    assert now["revision"] == draft["revision"] + 1
+    stale = await api.gql(UPDATE, {"agent": "agent_voice1", "input": {**edit, "summaryPrompt": "Second."}}, key=key)
+    assert error_codes(stale) == ["CONFLICT"] and stale["errors"][0]["extensions"]["revision"] == now["revision"]
+    stale_publish = await api.gql(PUBLISH, {"agent": "agent_voice1", "r": draft["revision"]}, key=key)
+    assert error_codes(stale_publish) == ["CONFLICT"]
+    wrong_version = await api.gql(PUBLISH, {"agent": "agent_voice1", "v": 0, "r": now["revision"]}, key=key)
+    assert error_codes(wrong_version) == ["CONFLICT"] and wrong_version["errors"][0]["extensions"]["version"] == 1
+    ok = await api.gql(PUBLISH, {"agent": "agent_voice1", "v": 1, "r": now["revision"]}, key=key)
+    assert data(ok)["publishDraft"]["version"] == 1
+    assert data(await api.gql(DRAFT, key=key))["agent"]["draft"]["revision"] == 1  # a new draft starts at 1
+
+
+async def test_config_updated_at_cut_to_milliseconds_as_javascript_sends_it_is_accepted(api, key) -> None:
+    await api.gql(UPDATE, {"agent": "agent_voice1", "input": {"summaryPrompt": "First."}}, key=key)
+    stamp = datetime.fromisoformat(data(await api.gql(DRAFT, key=key))["agent"]["draft"]["configUpdatedAt"])
+    as_javascript = stamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # Date.toISOString()
+    edit = {"summaryPrompt": "Second.", "expectedConfigUpdatedAt": as_javascript}
+    assert data(await api.gql(UPDATE, {"agent": "agent_voice1", "input": edit}, key=key))
+    stale = await api.gql(UPDATE, {"agent": "agent_voice1", "input": {**edit, "summaryPrompt": "Third."}}, key=key)
+    assert error_codes(stale) == ["CONFLICT"]
+    exact = data(await api.gql(DRAFT, key=key))["agent"]["draft"]["configUpdatedAt"]
+    assert data(await api.gql(UPDATE, {"agent": "agent_voice1", "input": {**edit, "expectedConfigUpdatedAt": exact}}, key=key))

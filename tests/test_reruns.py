@@ -330,3 +330,27 @@ async def test_items_leased_by_a_claim_whose_answer_was_lost_are_not_left_waitin
             worker.stop()
             await task
     assert (job["status"], job["succeeded"]) == ("SUCCEEDED", 2)
+
+
+async def test_a_model_answer_that_fails_still_writes_its_charge_line(gapi, gemini, db_url) -> None:
+    gemini.malformed_next(1, mode="enum")  # the model answers (and reports its tokens) with an unusable value
+    payload = await _rerun(gapi, callIds=["call_0"])
+    job = await wait_final(gapi, gapi.key, payload["job"]["id"])
+    assert (job["status"], job["failed"]) == ("FAILED", 1) and job["items"]["nodes"][0]["result"] is None
+    gemini.malformed_next(1, mode="text")
+    assert error_codes(await gapi.gql(PREVIEW, {"id": "call_1"}, key=gapi.key)) == ["INTERNAL"]
+    gemini.fail_always(400)  # refused before the model ran: nothing spent, no line
+    assert error_codes(await gapi.gql(PREVIEW, {"id": "call_2"}, key=gapi.key)) == ["INTERNAL"]
+    gemini.fail_always(None)
+
+    conn = await asyncpg.connect(dsn=db_url)
+    try:
+        lines = await conn.fetch(
+            "SELECT conversation_id, reason, waived, amount_usd, input_tokens, output_tokens, error FROM charges"
+            " WHERE analysis_result_id IS NULL ORDER BY id")
+    finally:
+        await conn.close()
+    assert [(line["conversation_id"], line["reason"], line["waived"]) for line in lines] == [
+        ("call_0", "rerun", False), ("call_1", "preview", False)]
+    assert all(line["input_tokens"] > 0 and line["amount_usd"] > 0 and "malformed" in line["error"] for line in lines)
+    assert Decimal(job["costUsd"]) == lines[0]["amount_usd"]  # the job's cost counts what its failed item spent

@@ -98,13 +98,27 @@ class AnalysisOutcome:
     output_tokens: int = 0
 
 
-class AnalysisError(Exception):
-    """The analysis of one conversation failed; `retryable` says whether trying again may help."""
+@dataclass(frozen=True)
+class Usage:
+    """What one model invocation consumed, as the model's response reported it."""
 
-    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
+    model: str
+    input_tokens: int
+    output_tokens: int
+
+
+class AnalysisError(Exception):
+    """The analysis of one conversation failed; `retryable` says whether trying again may help.
+
+    `usage` is set when the model answered (its tokens were spent) but the answer was not usable;
+    a failure that never reached the model has none.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None, usage: Usage | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.usage = usage
 
 
 class Analyzer(Protocol):

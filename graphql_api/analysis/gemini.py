@@ -25,6 +25,7 @@ from graphql_api.analysis.base import (
     AnalysisOutcome,
     Conversation,
     ConversationKind,
+    Usage,
     apply_required_fields,
 )
 from graphql_api.analysis.prompting import (
@@ -233,16 +234,21 @@ class GeminiAnalyzer:
     @staticmethod
     def _outcome(response: types.GenerateContentResponse, conversation: Conversation,
                  config: AnalysisConfig) -> AnalysisOutcome:
-        text = response.text
-        if not text:
-            candidate = response.candidates[0] if response.candidates else None
-            reason = candidate.finish_reason if candidate else getattr(response.prompt_feedback, "block_reason", None)
-            raise AnalysisError(f"gemini returned no text for {conversation.id} (reason: {reason})")
-        parsed = parse_model_output(text, config, conversation.kind)
         usage = response.usage_metadata
         input_tokens = (usage.prompt_token_count or 0) if usage else 0
         # Thinking tokens are billed at the output price, so they count as output.
         output_tokens = ((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) if usage else 0
+        spent = Usage(config.model, input_tokens, output_tokens)
+        text = response.text
+        if not text:
+            candidate = response.candidates[0] if response.candidates else None
+            reason = candidate.finish_reason if candidate else getattr(response.prompt_feedback, "block_reason", None)
+            raise AnalysisError(f"gemini returned no text for {conversation.id} (reason: {reason})", usage=spent)
+        try:
+            parsed = parse_model_output(text, config, conversation.kind)
+        except AnalysisError as exc:
+            exc.usage = spent  # the model answered: its tokens are charged even though the answer is unusable
+            raise
         outcome = AnalysisOutcome(
             model=config.model,
             summary=parsed["summary"],

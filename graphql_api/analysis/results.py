@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer
+from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer, Usage
 from graphql_api.analysis.pricing import cost_usd, is_waived
 from graphql_api.db import Database
 from graphql_api.errors import ApiError, BadUserInput, not_found
@@ -35,6 +35,41 @@ def outcome_columns(outcome: AnalysisOutcome | None) -> dict[str, Any]:
         "output_tokens": outcome.output_tokens,
         "cost_usd": cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens),
     }
+
+
+def failure_columns(usage: Usage | None) -> dict[str, Any]:
+    """The stored columns of a failed run: only the model and the tokens it spent, when it answered."""
+    columns = dict.fromkeys(_OUTCOME_COLUMNS)
+    if usage is not None:
+        columns.update(
+            model=usage.model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost_usd(usage.model, usage.input_tokens, usage.output_tokens),
+        )
+    return columns
+
+
+async def record_failed_run(
+    *, db: Database, workspace_id: int, conversation_id: str, trigger: Trigger, error: AnalysisError
+) -> None:
+    """A run that failed after the model answered still writes its charge line (nothing else: no result)."""
+    if error.usage is None:
+        return  # the model was never reached: nothing was spent
+    reason = _REASON[trigger]
+    columns = failure_columns(error.usage)
+    await db.execute(
+        "charge_failed_run",
+        workspace_id=workspace_id,
+        conversation_id=conversation_id,
+        model=columns["model"],
+        input_tokens=columns["input_tokens"],
+        output_tokens=columns["output_tokens"],
+        cost_usd=columns["cost_usd"],
+        reason=reason,
+        waived=is_waived(error.usage.model, reason),
+        error=str(error),
+    )
 
 
 _OUTCOME_COLUMNS = (
@@ -92,6 +127,7 @@ async def run_preview(*, db: Database, workspace_id: int, conversation_id: str, 
     try:
         outcome = await analyzer.analyze(conversation_for_analysis(conversation), effective_config(draft))
     except AnalysisError as exc:
+        await record_failed_run(db=db, workspace_id=workspace_id, conversation_id=conversation_id, trigger="PREVIEW", error=exc)
         raise AnalysisFailed(f"The analysis model failed for {conversation_id}: {exc}") from exc
     return await record_result(
         db=db,

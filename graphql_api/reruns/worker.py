@@ -19,7 +19,7 @@ from typing import Any
 
 from graphql_api.analysis.base import AnalysisError, Analyzer
 from graphql_api.analysis.config import effective_config
-from graphql_api.analysis.results import outcome_columns
+from graphql_api.analysis.results import failure_columns, outcome_columns
 from graphql_api.config import Settings
 from graphql_api.db import Database
 from graphql_api.errors import Conflict, not_found
@@ -140,12 +140,12 @@ class RerunWorker:
                     # Claimed ahead but not started: give it back rather than analyze it.
                     await self._release(item)
                     return
-                outcome, error = await self._analyze(item)
+                values, error = await self._analyze(item)
         finally:
             self._holding -= 1
             self._wake.set()
         try:
-            await self._commit(item, outcome, error, started)
+            await self._commit(item, values, error, started)
         finally:
             self._held.discard(key)
 
@@ -180,23 +180,25 @@ class RerunWorker:
         finally:
             self._held.discard(key)
 
-    async def _analyze(self, item: Any) -> tuple[Any, str | None]:
+    async def _analyze(self, item: Any) -> tuple[dict[str, Any], str | None]:
+        """The item's stored columns and its error, if it failed."""
         if item["attempts"] > MAX_ATTEMPTS:
-            return None, f"gave up after {MAX_ATTEMPTS} attempts: the workers handling it stopped before finishing"
+            error = f"gave up after {MAX_ATTEMPTS} attempts: the workers handling it stopped before finishing"
+            return failure_columns(None), error
         analyze_started = time.perf_counter()
         try:
             config = await self._config(item["job_id"])
-            return await self.analyzer.analyze(conversation_for_analysis(item), config), None
+            return outcome_columns(await self.analyzer.analyze(conversation_for_analysis(item), config)), None
         except AnalysisError as exc:
-            return None, str(exc)
+            # When the model answered, its tokens are charged with the failure.
+            return failure_columns(exc.usage), str(exc)
         except Exception as exc:
             log.exception("rerun_item_crashed job=%s conversation=%s", item["job_id"], item["conversation_id"])
-            return None, f"internal error: {type(exc).__name__}"
+            return failure_columns(None), f"internal error: {type(exc).__name__}"
         finally:
             self.analyze_seconds += time.perf_counter() - analyze_started
 
-    async def _commit(self, item: Any, outcome: Any, error: str | None, started: float) -> None:
-        values = outcome_columns(outcome)
+    async def _commit(self, item: Any, values: dict[str, Any], error: str | None, started: float) -> None:
         for attempt in range(5):
             try:
                 commit_started = time.perf_counter()

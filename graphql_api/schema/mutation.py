@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Any
 
 import strawberry
 
@@ -35,10 +36,19 @@ class AnalysisConfigInput:
         default=strawberry.UNSET, description="The whole list, replacing the current one; null clears it."
     )
     model: str | None = strawberry.UNSET
+    expected_revision: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="When given, the edit is refused with CONFLICT unless the draft is still at this `revision`.",
+    )
     expected_config_updated_at: datetime | None = strawberry.field(
         default=strawberry.UNSET,
-        description="When given, the edit is refused with CONFLICT if the draft changed since this `configUpdatedAt`.",
+        description="When given, the edit is refused with CONFLICT if the draft changed since this `configUpdatedAt` "
+        "(exact, or cut to milliseconds as a JavaScript Date keeps it). Prefer `expectedRevision`.",
     )
+
+
+def _given(value: Any) -> Any:
+    return None if value is strawberry.UNSET else value
 
 
 def _changes(input: AnalysisConfigInput) -> dict:
@@ -69,13 +79,13 @@ class Mutation(RerunMutations):
     )
     async def update_draft_prompts(self, info: Info, agent_id: strawberry.ID, input: AnalysisConfigInput) -> AgentVersion:
         workspace = info.context.require_workspace()
-        expected = input.expected_config_updated_at
         row = await agents.update_draft(
             db=info.context.db,
             workspace_id=workspace.id,
             agent_id=agent_id,
             changes=_changes(input),
-            expected_config_updated_at=expected if expected is not strawberry.UNSET else None,
+            expected_revision=_given(input.expected_revision),
+            expected_config_updated_at=_given(input.expected_config_updated_at),
         )
         return AgentVersion.from_row(row)
 
@@ -94,8 +104,24 @@ class Mutation(RerunMutations):
         )
         return AnalysisResult.from_row(row)
 
-    @strawberry.mutation(description="Freeze the latest draft and start the next draft as a copy of it. Returns the published version.")
-    async def publish_draft(self, info: Info, agent_id: strawberry.ID) -> AgentVersion:
+    @strawberry.mutation(
+        description="Freeze the latest draft and start the next draft as a copy of it. Returns the published version. "
+        "CONFLICT when another request published the draft meanwhile, when the draft is an unchanged copy of the "
+        "last published version, or when `expectedVersion`/`expectedRevision` no longer match the draft."
+    )
+    async def publish_draft(
+        self,
+        info: Info,
+        agent_id: strawberry.ID,
+        expected_version: Annotated[int | None, strawberry.argument(description="The draft's `version` as you read it.")] = None,
+        expected_revision: Annotated[int | None, strawberry.argument(description="The draft's `revision` as you read it.")] = None,
+    ) -> AgentVersion:
         workspace = info.context.require_workspace()
-        published, _ = await agents.publish_draft(db=info.context.db, workspace_id=workspace.id, agent_id=agent_id)
+        published, _ = await agents.publish_draft(
+            db=info.context.db,
+            workspace_id=workspace.id,
+            agent_id=agent_id,
+            expected_version=expected_version,
+            expected_revision=expected_revision,
+        )
         return AgentVersion.from_row(published)

@@ -130,6 +130,10 @@ class AgentVersion:
     created_at: datetime
     published_at: datetime | None
     config_updated_at: datetime = strawberry.field(description="When this version's analysis config last changed.")
+    revision: int = strawberry.field(
+        description="1 when the version was made, +1 at each edit of its analysis config. Send it back as "
+        "`expectedRevision` so that an edit or a publish based on a stale read is refused with CONFLICT."
+    )
     analysis_config: AnalysisConfig
 
     @strawberry.field
@@ -153,6 +157,7 @@ class AgentVersion:
             created_at=row["created_at"],
             published_at=row["published_at"],
             config_updated_at=row["config_updated_at"],
+            revision=row["revision"],
             analysis_config=AnalysisConfig.from_row(row),
         )
 

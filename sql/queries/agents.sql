@@ -62,7 +62,7 @@ RETURNING *, (NOT is_published) AS is_latest_draft;
 UPDATE agent_versions
 SET title = :title, summary_prompt = :summary_prompt, successful_prompt = :successful_prompt,
     user_sentiment_prompt = :user_sentiment_prompt, data_fields = :data_fields::jsonb, model = :model,
-    config_updated_at = clock_timestamp()
+    config_updated_at = clock_timestamp(), revision = revision + 1
 WHERE workspace_id = :workspace_id AND agent_id = :agent_id AND version = :version AND NOT is_published
 RETURNING *, true AS is_latest_draft;
 
@@ -71,6 +71,14 @@ RETURNING *, true AS is_latest_draft;
 UPDATE agent_versions SET is_published = true, published_at = clock_timestamp()
 WHERE workspace_id = :workspace_id AND agent_id = :agent_id AND NOT is_published
 RETURNING *, false AS is_latest_draft;
+
+-- agent_latest_published --
+-- The newest published version of an agent, if any.
+SELECT v.*, false AS is_latest_draft
+FROM agent_versions v
+WHERE v.workspace_id = :workspace_id AND v.agent_id = :agent_id AND v.is_published
+ORDER BY v.version DESC
+LIMIT 1;
 
 -- agent_draft_ensure --
 -- Give an agent without a draft a new one: a copy of its latest version, numbered next.

@@ -23,3 +23,9 @@ SELECT * FROM record_analysis_result(:workspace_id, :conversation_id, :trigger, 
 SELECT EXISTS (
     SELECT 1 FROM analysis_results
     WHERE workspace_id = :workspace_id AND conversation_id = :conversation_id AND trigger = 'INITIAL');
+
+-- charge_failed_run --
+-- The charge line of a run whose model answered but whose answer was unusable (no result is stored).
+INSERT INTO charges (workspace_id, analysis_result_id, conversation_id, model, input_tokens, output_tokens, amount_usd,
+                     reason, waived, error)
+VALUES (:workspace_id, NULL, :conversation_id, :model, :input_tokens, :output_tokens, :cost_usd, :reason, :waived, :error);

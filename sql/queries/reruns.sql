@@ -108,15 +108,32 @@ RETURNING i.job_id, i.seq, i.workspace_id, i.conversation_id, i.attempts,
 
 -- rerun_jobs_mark_running --
 -- Jobs whose first items were claimed start running.
-UPDATE rerun_jobs SET status = 'RUNNING', started_at = clock_timestamp(), updated_at = clock_timestamp()
-WHERE job_id = ANY(:job_ids::text[]) AND status = 'QUEUED'
-RETURNING job_id, workspace_id, notify_rerun_progress(rerun_jobs.*);
+-- Job rows are locked in job id order, like everywhere else (see migration 004).
+WITH queued AS (
+    SELECT job_id FROM rerun_jobs
+    WHERE job_id = ANY(:job_ids::text[]) AND status = 'QUEUED'
+    ORDER BY job_id
+    FOR NO KEY UPDATE
+)
+UPDATE rerun_jobs j SET status = 'RUNNING', started_at = clock_timestamp(), updated_at = clock_timestamp()
+FROM queued
+WHERE j.job_id = queued.job_id AND j.status = 'QUEUED'
+RETURNING j.job_id, j.workspace_id, notify_rerun_progress(j.*);
 
 -- rerun_items_heartbeat --
--- Extend the leases of the items this worker is working on; the rows returned are the ones it still holds.
+-- Extend the leases of the items this worker is working on. An item locked right now is being finished,
+-- released or canceled: it is skipped rather than waited for, so the heartbeat never waits on anybody.
+WITH held AS (
+    SELECT i.job_id, i.seq
+    FROM rerun_items i
+    JOIN unnest(:job_ids::text[], :seqs::int[]) AS h(job_id, seq) ON i.job_id = h.job_id AND i.seq = h.seq
+    WHERE i.lease_owner = :owner AND i.status = 'RUNNING'
+    ORDER BY i.job_id, i.seq
+    FOR UPDATE OF i SKIP LOCKED
+)
 UPDATE rerun_items i SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_s)
-FROM unnest(:job_ids::text[], :seqs::int[]) AS held(job_id, seq)
-WHERE i.job_id = held.job_id AND i.seq = held.seq AND i.lease_owner = :owner AND i.status = 'RUNNING'
+FROM held
+WHERE i.job_id = held.job_id AND i.seq = held.seq
 RETURNING i.job_id, i.seq;
 
 -- rerun_items_leased_by --
@@ -145,10 +162,16 @@ SELECT * FROM finish_rerun_item(:job_id, :seq, :owner, :error, :model, :summary,
                                 :in_voicemail, :custom_data::jsonb, :input_tokens, :output_tokens, :cost_usd);
 
 -- rerun_items_cancel_pending --
--- Cancel the items of a job that have not started.
-WITH canceled AS (
-    UPDATE rerun_items SET status = 'CANCELED', finished_at = clock_timestamp()
+-- Cancel the items of a job that have not started (the caller holds the job row: items come second).
+WITH pending AS (
+    SELECT seq FROM rerun_items
     WHERE job_id = :job_id AND workspace_id = :workspace_id AND status = 'PENDING'
+    ORDER BY seq
+    FOR UPDATE
+), canceled AS (
+    UPDATE rerun_items i SET status = 'CANCELED', finished_at = clock_timestamp()
+    FROM pending
+    WHERE i.job_id = :job_id AND i.seq = pending.seq
     RETURNING 1
 )
 SELECT count(*)::int FROM canceled;
@@ -165,5 +188,5 @@ WHERE j.workspace_id = :workspace_id AND j.job_id = :job_id
 RETURNING j.*, notify_rerun_progress(j.*);
 
 -- rerun_job_lock --
--- A job of this workspace, locked for a status change.
-SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = :job_id FOR UPDATE;
+-- A job of this workspace, locked for a status change (first in the lock order, see migration 004).
+SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = :job_id FOR NO KEY UPDATE;
