@@ -14,7 +14,7 @@ from graphql_api.analysis.base import AnalysisConfig, Conversation, DataField, U
 from graphql_api.analysis.offline import analyze_offline
 from graphql_api.demo_data import DAY_MS, DEFAULT_NOW_MS, generate_demo_records, iter_demo_records
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "retell-export.jsonl"
+SAMPLE = Path(__file__).resolve().parent / "samples" / "retell-export.jsonl"
 
 
 @pytest.fixture(scope="module")

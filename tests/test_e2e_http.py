@@ -8,7 +8,7 @@ import httpx
 
 from graphql_api.testing.processes import ServerProcess, cli
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "retell-export.jsonl"
+SAMPLE = Path(__file__).resolve().parent / "samples" / "retell-export.jsonl"
 
 
 async def test_server_serves_the_read_api_over_http(db_url: str, tmp_path: Path) -> None:
@@ -28,8 +28,10 @@ async def test_server_serves_the_read_api_over_http(db_url: str, tmp_path: Path)
             response = await client.post("/graphql", json={"query": query}, headers={"Authorization": f"Bearer {key}"})
             assert response.status_code == 200
             nodes = response.json()["data"]["calls"]["nodes"]
-            assert nodes[0]["id"] == "call_9a8b7c6d5e4f"
-            assert nodes[0]["agent"]["name"] == "Riverside Dental Receptionist"
+            # Newest first: the call still in progress, then the one the export brought with its analysis.
+            assert [n["id"] for n in nodes] == ["call_c4a2e6b8d013", "call_9f1e3c5a7b20", "call_5e0c1a9b7d34", "call_2b8d6f0e1a95"]
+            assert nodes[0]["agent"]["name"] == "Maple Street Veterinary Front Desk"
+            assert nodes[2]["analysis"]["summary"].startswith("The caller booked a rabies vaccination")
 
             # Queries may also come by GET.
             response = await client.get("/graphql", params={"query": "{ agents { nodes { id } } }"}, headers={"Authorization": f"Bearer {key}"})
