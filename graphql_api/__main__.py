@@ -25,6 +25,7 @@ async def _migrate(settings: Settings, url: str) -> None:
 
 
 async def _seed(settings: Settings, url: str, *, only_if_empty: bool) -> None:
+    """Add the demo data that is missing from the workspace demo; nothing stored is changed (a user's edits stay)."""
     from graphql_api.demo_data import generate_demo_records
     from graphql_api.importer import Importer
     from graphql_api.workspaces import ensure_workspace
@@ -38,10 +39,12 @@ async def _seed(settings: Settings, url: str, *, only_if_empty: bool) -> None:
         log.info("seed_started workspace=demo records=%d", len(records))
         report = await Importer(
             db=services.db, workspace_id=workspace.id, analyzer=services.analyzer,
-            concurrency=settings.analysis_concurrency,
+            concurrency=settings.analysis_concurrency, fill_only=True,
         ).run(records)
         for line, reason in report.errors:
             log.error("seed_record_failed record=%d reason=%s", line, reason)
+        for line, notice in report.notices:
+            log.info("seed_record_kept record=%d %s", line, notice)
         print(f"seeded workspace demo: {report.summary()}")
 
 
@@ -72,19 +75,27 @@ async def _demo_key(settings: Settings, url: str) -> str:
 
 
 async def _import(settings: Settings, url: str, file: Path, workspace_name: str) -> int:
-    from graphql_api.importer import import_file
+    """Exit status: 0 when every record was imported (or already there), 1 when any was skipped, 2 when the file can't be read."""
+    from graphql_api.importer import import_text
     from graphql_api.workspaces import ensure_workspace
 
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{file}: can't be read: {exc}", file=sys.stderr)
+        return 2
     async with open_services(settings, url) as services:
         workspace = await ensure_workspace(db=services.db, name=workspace_name)
-        report = await import_file(
-            db=services.db, workspace_id=workspace.id, path=file, analyzer=services.analyzer,
+        report = await import_text(
+            db=services.db, workspace_id=workspace.id, text=text, analyzer=services.analyzer,
             concurrency=settings.analysis_concurrency,
         )
+    for line, notice in report.notices:
+        print(f"{file}:{line}: {notice}", file=sys.stderr)
     for line, reason in report.errors:
         print(f"{file}:{line}: skipped: {reason}", file=sys.stderr)
     print(f"{file}: {report.summary()}")
-    return 1 if report.errors and not (report.calls or report.chats or report.agent_versions or report.unchanged) else 0
+    return 1 if report.errors else 0
 
 
 def _serve(settings: Settings, url: str) -> None:
@@ -113,7 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply pending migrations")
     sub.add_parser("seed", help="fill the workspace 'demo' with demo agents, calls and chats")
     sub.add_parser("worker", help="run rerun workers without the HTTP server")
-    imp = sub.add_parser("import", help="import agents, calls and chats in Retell's JSON shape")
+    imp = sub.add_parser(
+        "import",
+        help="import agents, calls and chats in Retell's JSON shape",
+        description="Import agents, calls and chats in Retell's JSON shape (one object, an array or JSON lines). "
+        "Records are matched by id: only what differs changes, a draft edited here is kept unless the file "
+        "brings a new config for it (the change is then recorded in the draft's configChanges), and a bad "
+        "record is skipped with its line and reason while the others are imported. The summary counts what "
+        "changed, then unchanged and skipped records.",
+        epilog="exit status: 0 when every record was imported or already there, 1 when any record was "
+        "skipped, 2 when the file can't be read",
+    )
     imp.add_argument("file", type=Path)
     imp.add_argument("--workspace", default=DEMO_WORKSPACE, help="target workspace (created when missing)")
     key = sub.add_parser("create-api-key", help="create an API key; the key is printed alone on the last line")

@@ -1,8 +1,7 @@
 """Import of agents, calls and chats in Retell's export shape, idempotent by id.
 
-A file is one JSON object, a JSON array or JSON lines. Bad records are reported with their line
-and reason; good ones are imported. Conversations that arrive without an analysis get an initial
-run with the config of the version that handled them.
+A bad record is skipped with its line and reason. A record changes a stored row only where it carries a
+value that differs, and never takes back a draft edit made here (see `Importer`).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from graphql_api.agents import CONFIG_KEYS, config_of
 from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer, Conversation, Utterance
 from graphql_api.analysis.config import effective_config, validate_data_fields, validate_model, validate_prompt
 from graphql_api.analysis.pricing import DEFAULT_MODEL
@@ -41,20 +41,28 @@ class RecordError(Exception):
 
 @dataclass
 class ImportReport:
-    agent_versions: int = 0
-    agents: set[str] = field(default_factory=set)
-    calls: int = 0
+    """What an import changed, what it left as it was, and what it skipped (by line)."""
+
+    agents: int = 0  # created or renamed
+    versions: int = 0  # agent versions created, changed or published
+    calls: int = 0  # created or changed
     chats: int = 0
     analyses_imported: int = 0
     analyses_run: int = 0
-    unchanged: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
+    analyses_failed: int = 0
+    unchanged: int = 0  # records that matched what is stored, or that met a row kept as it is here
+    errors: list[tuple[int, str]] = field(default_factory=list)  # skipped records
+    notices: list[tuple[int, str]] = field(default_factory=list)  # what a person should know about
+
+    @property
+    def skipped(self) -> int:
+        return len({line for line, _ in self.errors})
 
     def summary(self) -> str:
         return (
-            f"imported agents={len(self.agents)} versions={self.agent_versions} calls={self.calls} "
-            f"chats={self.chats} analyses_imported={self.analyses_imported} analyses_run={self.analyses_run} "
-            f"unchanged_versions={self.unchanged} errors={len(self.errors)}"
+            f"agents={self.agents} versions={self.versions} calls={self.calls} chats={self.chats} "
+            f"analyses_imported={self.analyses_imported} analyses_run={self.analyses_run} "
+            f"analyses_failed={self.analyses_failed} unchanged={self.unchanged} skipped={self.skipped}"
         )
 
 
@@ -156,9 +164,54 @@ def _version(record: dict, name: str) -> int:
     return value
 
 
+# Keys only a call or a chat carries: a record with any of them and no `call_id`/`chat_id` is a broken
+# conversation, never an agent, whatever else it has.
+_CALL_KEYS = frozenset({
+    "call_status", "call_type", "transcript_object", "call_analysis", "agent_version", "direction",
+    "from_number", "to_number", "disconnection_reason", "duration_ms",
+})
+_CHAT_KEYS = frozenset({"chat_status", "chat_type", "messages", "message_with_tool_calls", "chat_analysis"})
+_CONVERSATION_KEYS = _CALL_KEYS | _CHAT_KEYS | {"transcript", "start_timestamp", "end_timestamp"}
+_TELLING_KEYS = frozenset({"call_status", "chat_status", "transcript", "transcript_object", "messages"})
+_AGENT_CONFIG_KEYS = ("post_call_analysis_data", "post_chat_analysis_data")
+
+
+def record_kind(record: Any) -> str:
+    """AGENT, CALL or CHAT, decided strictly; a record that is none of them is a RecordError."""
+    if not isinstance(record, dict):
+        raise RecordError("a record must be a JSON object")
+    if "call_id" in record and "chat_id" in record:
+        raise RecordError("a record can't have both `call_id` and `chat_id`")
+    if "call_id" in record:
+        return "CALL"
+    if "chat_id" in record:
+        return "CHAT"
+    # The telling keys first: a status or a transcript says "conversation" more plainly than a number does.
+    marks = sorted((k for k in record if k in _CONVERSATION_KEYS), key=lambda k: (k not in _TELLING_KEYS, k))
+    if marks:
+        what = "a chat" if _CHAT_KEYS & set(marks) else "a call" if _CALL_KEYS & set(marks) else "a call or chat"
+        keys = ", ".join(f"`{k}`" for k in marks[:4])
+        raise RecordError(f"looks like {what} ({keys}) but has no `{'chat_id' if what == 'a chat' else 'call_id'}`")
+    if "agent_id" not in record:
+        raise RecordError("not an agent (agent_id), a call (call_id) or a chat (chat_id)")
+    if "version" not in record:
+        raise RecordError("an agent record needs its `version`")
+    if not any(key in record for key in _AGENT_CONFIG_KEYS):
+        raise RecordError(
+            "an agent record needs its analysis config, `post_call_analysis_data` (voice) or "
+            "`post_chat_analysis_data` (chat); [] means the built-in defaults"
+        )
+    return "AGENT"
+
+
 def parse_agent_version(record: dict) -> dict[str, Any]:
+    """One agent version; `given` names the optional fields the record carries (the others keep what is stored)."""
     agent_id = _id(record, "agent_id")
-    is_chat = "post_chat_analysis_data" in record or "post_chat_analysis_model" in record
+    call_keys = [k for k in record if k.startswith("post_call_analysis_")]
+    chat_keys = [k for k in record if k.startswith("post_chat_analysis_")]
+    if call_keys and chat_keys:
+        raise RecordError("an agent record has either post_call_analysis_* (voice) or post_chat_analysis_* (chat) fields, not both")
+    is_chat = bool(chat_keys)
     prefix = "post_chat" if is_chat else "post_call"
     items = record.get(f"{prefix}_analysis_data") or []
     if not isinstance(items, list):
@@ -182,6 +235,7 @@ def parse_agent_version(record: dict) -> dict[str, Any]:
             prompts[key] = item.get("description") or None
         else:
             fields.append({**item, "type": str(kind or "").upper()})
+    model_given = record.get(f"{prefix}_analysis_model") is not None
     try:
         for key, value in prompts.items():
             prompts[key] = validate_prompt(value, argument=key)
@@ -192,15 +246,21 @@ def parse_agent_version(record: dict) -> dict[str, Any]:
     published = record.get("is_published", False)
     if not isinstance(published, bool):
         raise RecordError("`is_published` must be true or false")
+    name = _str(record, "agent_name", max_len=200)
+    title = _str(record, "version_title", max_len=200)
+    given = {"name"} if name else set()
+    given |= {"title"} if "version_title" in record else set()
+    given |= {"model"} if model_given else set()
     return {
         "agent_id": agent_id,
-        "name": _str(record, "agent_name", max_len=200) or agent_id,
+        "name": name or agent_id,
         "channel": "CHAT" if is_chat else "VOICE",
-        "version": _version(record, "version") if "version" in record else 0,
+        "version": _version(record, "version"),
         "is_published": published,
-        "title": _str(record, "version_title", max_len=200),
+        "title": title,
         "data_fields": data_fields,
         "model": model,
+        "given": frozenset(given),
         **prompts,
     }
 
@@ -228,7 +288,23 @@ def _transcript_from(utterances: list[dict[str, Any]]) -> str:
         f"{u['role'].title()}: {u.get('content', '')}" for u in utterances)
 
 
+# The stored columns of a conversation and the record keys that carry them (a call's, then a chat's).
+_CONVERSATION_COLUMNS = {
+    "agent_version": ("agent_version", "version"),
+    "conversation_type": ("call_type", "chat_type"),
+    "direction": ("direction", "direction"),
+    "from_number": ("from_number", "from_number"),
+    "to_number": ("to_number", "to_number"),
+    "started_at": ("start_timestamp", "start_timestamp"),
+    "ended_at": ("end_timestamp", "end_timestamp"),
+    "duration_ms": ("duration_ms", "duration_ms"),
+    "disconnection_reason": ("disconnection_reason", "disconnection_reason"),
+    "metadata": ("metadata", "metadata"),
+}
+
+
 def parse_conversation(record: dict) -> dict[str, Any]:
+    """One call or chat; `given` names the columns the record carries (the others keep what is stored)."""
     is_call = "call_id" in record
     kind = "CALL" if is_call else "CHAT"
     status_name = "call_status" if is_call else "chat_status"
@@ -250,8 +326,14 @@ def parse_conversation(record: dict) -> dict[str, Any]:
     duration = record.get("duration_ms")
     if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int) or duration < 0):
         raise RecordError("`duration_ms` must be a whole number of milliseconds")
+    given = {column for column, keys in _CONVERSATION_COLUMNS.items() if keys[0 if is_call else 1] in record}
     if duration is None and started and ended:
         duration = int((ended - started).total_seconds() * 1000)
+        given.add("duration_ms")
+    if utterance_key in record:
+        given |= {"utterances", "transcript"}
+    if "transcript" in record:
+        given.add("transcript")
     direction = record.get("direction")
     if direction not in (None, "inbound", "outbound"):
         raise RecordError("`direction` must be inbound or outbound")
@@ -278,6 +360,7 @@ def parse_conversation(record: dict) -> dict[str, Any]:
         "utterances": utterances,
         "metadata": metadata,
         "analysis": _imported_outcome(analysis, kind) if analysis else None,
+        "given": frozenset(given),
     }
 
 
@@ -318,19 +401,37 @@ def conversation_for_analysis(row: Any) -> Conversation:
 
 # ---- writing ----------------------------------------------------------------------------------
 
-_CONFIG_KEYS = ("summary_prompt", "successful_prompt", "user_sentiment_prompt", "data_fields", "model")
+# The columns a conversation record may leave out (the stored value stays), and every column it is
+# compared on (a record that matches the stored row changes nothing).
+_OPTIONAL_KEYS = frozenset({"transcript", "utterances", *_CONVERSATION_COLUMNS})
+_ROW_KEYS = ("agent_id", "kind", "status", *sorted(_OPTIONAL_KEYS))
 
 
-def _same_config(row: Any, parsed: dict[str, Any]) -> bool:
-    return all(row[k] == parsed[k] for k in _CONFIG_KEYS)
+def _their_config(parsed: dict[str, Any], stored: Any) -> dict[str, Any]:
+    """The config an agent record asks for, the stored model standing in when the record names none."""
+    config = {key: parsed[key] for key in CONFIG_KEYS}
+    if "model" not in parsed["given"]:
+        config["model"] = stored["model"]
+    return config
 
 
 class Importer:
-    def __init__(self, *, db: Database, workspace_id: int, analyzer: Analyzer, concurrency: int = 8):
+    """Writes parsed records into one workspace.
+
+    A draft record whose config differs replaces the draft's config, recorded in the draft's
+    configChanges (before and after) and reported as a notice, unless that config is one the draft
+    already had here (the file is older than an edit made here): then the draft is kept.
+    With `fill_only` (what `seed` uses) no stored row changes: only what is missing is added.
+    """
+
+    def __init__(
+        self, *, db: Database, workspace_id: int, analyzer: Analyzer, concurrency: int = 8, fill_only: bool = False
+    ):
         self.db = db
         self.workspace_id = workspace_id
         self.analyzer = analyzer
         self.concurrency = concurrency
+        self.fill_only = fill_only
         self.report = ImportReport()
         self._agents: dict[str, tuple[str, dict[int, Any]]] = {}
 
@@ -339,88 +440,168 @@ class Importer:
         conversations: list[tuple[int, dict]] = []
         for line, record in records:
             try:
-                if not isinstance(record, dict):
-                    raise RecordError("a record must be a JSON object")
-                if "call_id" in record or "chat_id" in record:
-                    conversations.append((line, parse_conversation(record)))
-                elif "agent_id" in record:
+                if record_kind(record) == "AGENT":
                     parsed = parse_agent_version(record)
                     agents[parsed["agent_id"]].append((line, parsed))
                 else:
-                    raise RecordError("not an agent (agent_id), a call (call_id) or a chat (chat_id)")
+                    conversations.append((line, parse_conversation(record)))
             except RecordError as exc:
                 self.report.errors.append((line, str(exc)))
         for agent_id, versions in agents.items():
             await self._import_agent(agent_id, sorted(versions, key=lambda lv: lv[1]["version"]))
+        stored = await self._stored_conversations([conv["conversation_id"] for _, conv in conversations])
         to_analyze = []
         for line, conv in conversations:
             try:
-                if await self._import_conversation(conv):
+                if await self._import_conversation(line, conv, stored):
                     to_analyze.append(conv)
             except RecordError as exc:
                 self.report.errors.append((line, str(exc)))
         await self._analyze_all(to_analyze)
         self.report.errors.sort()
+        self.report.notices.sort()
         return self.report
+
+    def _kept(self, line: int, reason: str) -> None:
+        self.report.unchanged += 1
+        self.report.notices.append((line, f"kept: {reason}"))
 
     async def _import_agent(self, agent_id: str, versions: list[tuple[int, dict]]) -> None:
         ws = self.workspace_id
         async with self.db.transaction():
-            newest = versions[-1][1]
-            row = await self.db.fetch_one(
-                "agent_upsert", workspace_id=ws, agent_id=agent_id, name=newest["name"], channel=newest["channel"]
-            )
-            if row["channel"] != newest["channel"]:
-                for line, _ in versions:
-                    self.report.errors.append(
-                        (line, f"agent {agent_id} is a {row['channel']} agent here; the record is for {newest['channel']}")
-                    )
-                return
-            self.report.agents.add(agent_id)
+            row = await self.db.fetch_one("agents_by_ids", workspace_id=ws, agent_ids=[agent_id])
+            channel = row["channel"] if row is not None else versions[-1][1]["channel"]
+            fitting = []
             for line, parsed in versions:
+                if parsed["channel"] == channel:
+                    fitting.append((line, parsed))
+                else:
+                    where = "here" if row is not None else "in its newest record"
+                    self.report.errors.append(
+                        (line, f"agent {agent_id} is a {channel} agent {where}; the record is for {parsed['channel']}")
+                    )
+            if not fitting:
+                return
+            names = [(line, parsed["name"]) for line, parsed in fitting if "name" in parsed["given"]]
+            if row is None:
+                name = names[-1][1] if names else agent_id
+                await self.db.fetch_one("agent_upsert", workspace_id=ws, agent_id=agent_id, name=name, channel=channel)
+                self.report.agents += 1
+            elif names and names[-1][1] != row["name"]:
+                line, name = names[-1]
+                if self.fill_only:
+                    self.report.notices.append((line, f"kept: agent {agent_id} keeps its name {row['name']!r}"))
+                else:
+                    await self.db.fetch_one("agent_upsert", workspace_id=ws, agent_id=agent_id, name=name, channel=channel)
+                    self.report.agents += 1
+            for line, parsed in fitting:
                 try:
-                    await self._import_version(parsed)
+                    await self._import_version(line, parsed)
                 except RecordError as exc:
                     self.report.errors.append((line, str(exc)))
-            await self.db.fetch_one("agent_draft_ensure", workspace_id=ws, agent_id=agent_id)
+            if await self.db.fetch_one("agent_draft_ensure", workspace_id=ws, agent_id=agent_id) is not None:
+                self.report.versions += 1
 
-    async def _import_version(self, parsed: dict[str, Any]) -> None:
+    async def _import_version(self, line: int, parsed: dict[str, Any]) -> None:
         ws, agent_id, version = self.workspace_id, parsed["agent_id"], parsed["version"]
-        values = {k: parsed[k] for k in ("title", *_CONFIG_KEYS)}
         existing = await self.db.fetch_one("agent_version_get", workspace_id=ws, agent_id=agent_id, version=version)
         if existing is not None and existing["is_published"]:
-            if not _same_config(existing, parsed):
+            if config_of(existing) == _their_config(parsed, existing):
+                self.report.unchanged += 1
+            elif self.fill_only:
+                self._kept(line, f"version {version} of agent {agent_id} is published here with another analysis config")
+            else:
                 raise RecordError(
                     f"version {version} of agent {agent_id} is published here with another analysis config; "
                     "published versions can't change (import it as a new version)"
                 )
-            self.report.unchanged += 1
+            return
+        if existing is not None:
+            await self._import_into_draft(line, parsed, existing)
             return
         drafts = await self.db.fetch_all("drafts_of_agents", workspace_id=ws, agent_ids=[agent_id])
         draft = drafts[0] if drafts else None
         if draft is not None and draft["version"] < version:
+            if self.fill_only:
+                self._kept(line, f"adding version {version} of agent {agent_id} would publish its draft (version {draft['version']})")
+                return
             # A newer version exists upstream: what was drafted here is frozen as it stands.
             await self.db.fetch_one("agent_draft_publish", workspace_id=ws, agent_id=agent_id)
+            self.report.versions += 1
             draft = None
-        if existing is None:
-            newer = draft is not None and draft["version"] > version
-            await self.db.fetch_one(
-                "agent_version_insert",
-                workspace_id=ws,
-                agent_id=agent_id,
-                version=version,
-                is_published=parsed["is_published"] or newer or draft is not None,
-                **values,
-            )
-        else:
-            if not _same_config(existing, parsed) or existing["title"] != parsed["title"]:
-                await self.db.fetch_one("agent_draft_update", workspace_id=ws, agent_id=agent_id, version=version, **values)
-            elif not parsed["is_published"]:
+        await self.db.fetch_one(
+            "agent_version_insert",
+            workspace_id=ws,
+            agent_id=agent_id,
+            version=version,
+            # Below the draft, a version can only be a published one.
+            is_published=parsed["is_published"] or draft is not None,
+            title=parsed["title"],
+            **{key: parsed[key] for key in CONFIG_KEYS},
+        )
+        self.report.versions += 1
+
+    async def _import_into_draft(self, line: int, parsed: dict[str, Any], draft: Any) -> None:
+        ws, agent_id, version = self.workspace_id, parsed["agent_id"], parsed["version"]
+        ours, theirs = config_of(draft), _their_config(parsed, draft)
+        title = parsed["title"] if "title" in parsed["given"] else draft["title"]
+        if theirs == ours and title == draft["title"]:
+            if not parsed["is_published"]:
                 self.report.unchanged += 1
                 return
-            if parsed["is_published"]:
-                await self.db.fetch_one("agent_draft_publish", workspace_id=ws, agent_id=agent_id)
-        self.report.agent_versions += 1
+            if self.fill_only:
+                self._kept(line, f"version {version} of agent {agent_id} stays a draft")
+                return
+        elif self.fill_only:
+            self._kept(line, f"the draft (version {version}) of agent {agent_id} differs from the record")
+            return
+        elif theirs != ours and not parsed["is_published"] and theirs in await self._earlier_configs(agent_id, version):
+            self._kept(
+                line,
+                f"the draft (version {version}) of agent {agent_id} has moved on from the config this record "
+                "carries (see its configChanges)",
+            )
+            return
+        else:
+            await self.db.fetch_one("agent_draft_update", workspace_id=ws, agent_id=agent_id, version=version, title=title, **theirs)
+            changed = [key for key in CONFIG_KEYS if theirs[key] != ours[key]]
+            if changed:
+                await self.db.execute(
+                    "agent_version_change_insert",
+                    workspace_id=ws,
+                    agent_id=agent_id,
+                    version=version,
+                    changed_fields=changed,
+                    before_config=ours,
+                    after_config=theirs,
+                )
+                self.report.notices.append((
+                    line,
+                    f"updated draft: version {version} of agent {agent_id} takes the imported {', '.join(changed)}; "
+                    "the config before is in its configChanges",
+                ))
+        if parsed["is_published"]:
+            await self.db.fetch_one("agent_draft_publish", workspace_id=ws, agent_id=agent_id)
+        self.report.versions += 1
+
+    async def _earlier_configs(self, agent_id: str, version: int) -> list[dict[str, Any]]:
+        """Every config this version had before its current one, from its recorded changes."""
+        rows = await self.db.fetch_all(
+            "agent_version_changes_of", workspace_id=self.workspace_id, agent_ids=[agent_id], versions=[version]
+        )
+        return [{key: row["before_config"].get(key) for key in CONFIG_KEYS} for row in rows] + [
+            {key: row["after_config"].get(key) for key in CONFIG_KEYS} for row in rows
+        ]
+
+    async def _stored_conversations(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows of these conversations, read before anything is written."""
+        stored: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 1000):
+            rows = await self.db.fetch_all(
+                "conversations_by_ids", workspace_id=self.workspace_id, conversation_ids=ids[start : start + 1000]
+            )
+            stored.update((row["conversation_id"], dict(row)) for row in rows)
+        return stored
 
     async def _agent_versions(self, agent_id: str) -> tuple[str, dict[int, Any]]:
         """The agent's channel and versions, read once per import."""
@@ -433,8 +614,20 @@ class Importer:
             self._agents[agent_id] = (agent["channel"], {v["version"]: v for v in versions})
         return self._agents[agent_id]
 
-    async def _import_conversation(self, conv: dict[str, Any]) -> bool:
+    async def _import_conversation(self, line: int, conv: dict[str, Any], stored_rows: dict[str, dict[str, Any]]) -> bool:
         """Upsert one call or chat; True when it still needs its initial analysis run."""
+        stored = stored_rows.get(conv["conversation_id"])
+        if stored is not None:
+            if stored["kind"] != conv["kind"]:
+                raise RecordError(f"id {conv['conversation_id']} already belongs to a {stored['kind'].lower()}")
+            if self.fill_only:
+                carried = {"agent_id", "status", *conv["given"]}
+                if any(conv[key] != stored[key] for key in carried):
+                    self.report.notices.append((line, f"kept: {conv['kind'].lower()} {conv['conversation_id']} differs from the record"))
+                conv.update({key: stored[key] for key in _ROW_KEYS})
+            else:
+                # A record changes only what it carries.
+                conv.update({key: stored[key] for key in _OPTIONAL_KEYS - conv["given"]})
         channel, by_version = await self._agent_versions(conv["agent_id"])
         if (channel == "VOICE") != (conv["kind"] == "CALL"):
             raise RecordError(f"agent {conv['agent_id']} is a {channel} agent; it can't have {conv['kind'].lower()}s")
@@ -442,14 +635,17 @@ class Importer:
         if conv["agent_version"] is None:
             conv["agent_version"] = max((v for v, row in by_version.items() if row["is_published"]), default=draft_version)
         version = conv["agent_version"]
+        changed = stored is None or any(conv[key] != stored[key] for key in _ROW_KEYS)
         async with self.db.transaction():
-            needs_analysis, placeholder = await self._write_conversation(conv, by_version, version, draft_version)
+            needs_analysis, placeholder = await self._write_conversation(conv, by_version, version, draft_version, changed)
         if placeholder is not None:
             by_version[version] = placeholder  # only once it is committed
+            self.report.versions += 1
+        stored_rows[conv["conversation_id"]] = {key: conv[key] for key in _ROW_KEYS}
         return needs_analysis
 
     async def _write_conversation(
-        self, conv: dict[str, Any], by_version: dict[int, Any], version: int, draft_version: int
+        self, conv: dict[str, Any], by_version: dict[int, Any], version: int, draft_version: int, changed: bool
     ) -> tuple[bool, Any]:
         """Inside the caller's transaction: the placeholder version if needed, the conversation, its imported analysis."""
         ws = self.workspace_id
@@ -470,20 +666,23 @@ class Importer:
                 version=version,
                 is_published=True,
                 title=f"placeholder: not in the import (config copied from version {template['version']})",
-                **{k: template[k] for k in _CONFIG_KEYS},
+                **{k: template[k] for k in CONFIG_KEYS},
             )
-        row = await self.db.fetch_one(
-            "conversation_upsert",
-            workspace_id=ws,
-            **{k: v for k, v in conv.items() if k != "analysis"},
-        )
-        if row is None:
-            other = "chat" if conv["kind"] == "CALL" else "call"
-            raise RecordError(f"id {conv['conversation_id']} already belongs to a {other}")
-        if conv["kind"] == "CALL":
-            self.report.calls += 1
+        if not changed:
+            self.report.unchanged += 1
         else:
-            self.report.chats += 1
+            row = await self.db.fetch_one(
+                "conversation_upsert",
+                workspace_id=ws,
+                **{k: v for k, v in conv.items() if k not in ("analysis", "given")},
+            )
+            if row is None:
+                other = "chat" if conv["kind"] == "CALL" else "call"
+                raise RecordError(f"id {conv['conversation_id']} already belongs to a {other}")
+            if conv["kind"] == "CALL":
+                self.report.calls += 1
+            else:
+                self.report.chats += 1
         if await self.db.fetch_val("has_initial_analysis", workspace_id=ws, conversation_id=conv["conversation_id"]):
             return False, placeholder
         if conv["analysis"] is not None:
@@ -524,6 +723,7 @@ class Importer:
                     )
                 except AnalysisError as exc:
                     failed += 1
+                    self.report.analyses_failed += 1
                     log.warning("initial_analysis_failed conversation=%s error=%s", conv["conversation_id"], exc)
                     return
                 try:
@@ -548,8 +748,13 @@ class Importer:
         log.info("initial_analysis_finished done=%d failed=%d seconds=%.1f", done, failed, time.monotonic() - started)
 
 
-async def import_file(*, db: Database, workspace_id: int, path: Path, analyzer: Analyzer, concurrency: int = 8) -> ImportReport:
-    records, read_errors = read_records(path.read_text(encoding="utf-8"))
+async def import_text(*, db: Database, workspace_id: int, text: str, analyzer: Analyzer, concurrency: int = 8) -> ImportReport:
+    records, read_errors = read_records(text)
     report = await Importer(db=db, workspace_id=workspace_id, analyzer=analyzer, concurrency=concurrency).run(records)
     report.errors = sorted(read_errors + report.errors)
     return report
+
+
+async def import_file(*, db: Database, workspace_id: int, path: Path, analyzer: Analyzer, concurrency: int = 8) -> ImportReport:
+    text = path.read_text(encoding="utf-8")
+    return await import_text(db=db, workspace_id=workspace_id, text=text, analyzer=analyzer, concurrency=concurrency)

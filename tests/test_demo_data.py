@@ -13,6 +13,8 @@ import pytest
 from graphql_api.analysis.base import AnalysisConfig, Conversation, DataField, Utterance
 from graphql_api.analysis.offline import analyze_offline
 from graphql_api.demo_data import DAY_MS, DEFAULT_NOW_MS, generate_demo_records, iter_demo_records
+from graphql_api.testing.processes import cli
+from tests.conftest import data
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "retell-export.jsonl"
 
@@ -289,3 +291,61 @@ def test_offline_analysis_of_demo_calls_reads_the_outcomes(records):
     assert all(
         len(outcomes[c["call_id"]].summary.split()) <= 5 for c in calls if c["agent_id"] == dental["agent_id"]
     )
+
+
+SEEDED = (
+    "seeded workspace demo: agents=3 versions=12 calls=320 chats=72 analyses_imported=0 analyses_run=389 "
+    "analyses_failed=0 unchanged=0 skipped=0"
+)
+SEEDED_AGAIN = (
+    "seeded workspace demo: agents=0 versions=0 calls=0 chats=0 analyses_imported=0 analyses_run=0 "
+    "analyses_failed=0 unchanged=404 skipped=0"
+)
+DENTAL = """query($agent: ID!) { agent(id: $agent) { name versions { version isPublished title
+  analysisConfig { summaryPrompt successfulPrompt model dataFields { name } } }
+  draft { version analysisConfig { summaryPrompt successfulPrompt model dataFields { name } }
+          configChanges { changedFields before { summaryPrompt model } after { summaryPrompt model } } } } }"""
+EDIT = """mutation($agent: ID!) { updateDraftPrompts(agentId: $agent,
+  input: {summaryPrompt: "Say which treatment was booked, and when.", model: "gemini-2.5-pro"}) { version } }"""
+
+
+async def _seed_and_edit(api, db_url, tmp_path) -> tuple[str, str]:
+    first = cli("seed", db_url=db_url, data_dir=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().splitlines()[-1] == SEEDED
+    key = await api.key_for("demo")
+    agents = data(await api.gql("{ agents { nodes { id name } } }", key=key))["agents"]["nodes"]
+    dental = next(a["id"] for a in agents if a["name"] == "Riverside Dental Receptionist")
+    data(await api.gql(EDIT, {"agent": dental}, key=key))
+    return key, dental
+
+
+async def test_seed_keeps_a_draft_edited_through_graphql(api, db_url, tmp_path) -> None:
+    key, dental = await _seed_and_edit(api, db_url, tmp_path)
+    edited = data(await api.gql(DENTAL, {"agent": dental}, key=key))
+    again = cli("seed", db_url=db_url, data_dir=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == SEEDED_AGAIN
+    after = data(await api.gql(DENTAL, {"agent": dental}, key=key))
+    assert after == edited
+    draft = after["agent"]["draft"]
+    assert draft["analysisConfig"]["summaryPrompt"] == "Say which treatment was booked, and when."
+    assert draft["analysisConfig"]["model"] == "gemini-2.5-pro"
+    # configChanges tells the truth: one edit, from the demo config to what the draft holds now.
+    [change] = draft["configChanges"]
+    assert change["changedFields"] == ["summary_prompt", "model"]
+    assert change["after"] == {k: draft["analysisConfig"][k] for k in ("summaryPrompt", "model")}
+    assert change["before"] == {"summaryPrompt": "Write a 1\u20135 word summary of the call.", "model": "gemini-2.5-flash-lite"}
+
+
+async def test_seed_after_a_publish_keeps_the_published_edit_and_skips_nothing(api, db_url, tmp_path) -> None:
+    key, dental = await _seed_and_edit(api, db_url, tmp_path)
+    data(await api.gql("mutation($agent: ID!) { publishDraft(agentId: $agent) { version } }", {"agent": dental}, key=key))
+    published = data(await api.gql(DENTAL, {"agent": dental}, key=key))
+    assert [v["version"] for v in published["agent"]["versions"]] == [4, 3, 2, 1, 0]
+    again = cli("seed", db_url=db_url, data_dir=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == SEEDED_AGAIN
+    after = data(await api.gql(DENTAL, {"agent": dental}, key=key))
+    assert after == published
+    assert after["agent"]["versions"][1]["analysisConfig"]["summaryPrompt"] == "Say which treatment was booked, and when."
