@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -143,40 +144,89 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.from_env()
     setup_logging(settings)
-    with database_url(settings) as url:
-        if args.command == "migrate":
-            asyncio.run(_migrate(settings, url))
-        elif args.command == "seed":
-            asyncio.run(_seed(settings, url, only_if_empty=False))
-        elif args.command == "import":
-            if not args.file.is_file():
-                print(f"{args.file}: no such file", file=sys.stderr)
-                return 2
-            return asyncio.run(_import(settings, url, args.file, args.workspace))
-        elif args.command == "create-api-key":
-            created = asyncio.run(_create_api_key(settings, url, args.workspace))
-            print(f"API key for workspace {args.workspace} (shown once, store it now):")
-            print(created)
-        elif args.command == "worker":
-            from graphql_api.reruns.worker import run_worker_process
+    stop_signals = _StopSignals()
+    stop_signals.install()
+    try:
+        with database_url(settings) as url:
+            return _command(args, settings, url, stop_signals)
+    except _Stopped as stopped:
+        name = signal.Signals(stopped.signum).name
+        log.info("process_stopped command=%s signal=%s", args.command, name)
+        # For a command that serves until told to stop, the stop is its normal end; any other was cut short.
+        return 0 if args.command in _SERVING_COMMANDS else 128 + stopped.signum
 
+
+_SERVING_COMMANDS = frozenset({"serve", "run", "worker"})
+
+
+def _command(args: argparse.Namespace, settings: Settings, url: str, stop_signals: _StopSignals) -> int:
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings, url))
+    elif args.command == "seed":
+        asyncio.run(_seed(settings, url, only_if_empty=False))
+    elif args.command == "import":
+        if not args.file.is_file():
+            print(f"{args.file}: no such file", file=sys.stderr)
+            return 2
+        return asyncio.run(_import(settings, url, args.file, args.workspace))
+    elif args.command == "create-api-key":
+        created = asyncio.run(_create_api_key(settings, url, args.workspace))
+        print(f"API key for workspace {args.workspace} (shown once, store it now):")
+        print(created)
+    elif args.command == "worker":
+        from graphql_api.reruns.worker import run_worker_process
+
+        try:
             asyncio.run(run_worker_process(settings, url))
-        elif args.command == "serve":
-            _serve(settings, url)
-        elif args.command == "run":
-            asyncio.run(_seed(settings, url, only_if_empty=True))
-            demo_key = asyncio.run(_demo_key(settings, url))
-            base = f"http://{settings.host}:{settings.port}"
-            print(
-                "\n"
-                f"  GraphiQL:      {base}/graphql\n"
-                f"  Demo API key:  {demo_key}\n"
-                f'  Header:        {{"Authorization": "Bearer {demo_key}"}}\n'
-                f"  Health:        {base}/healthz\n",
-                flush=True,
-            )
-            _serve(settings, url)
+        finally:
+            # The worker's event loop handles the signals itself and resets them to the defaults as it closes.
+            stop_signals.install()
+    elif args.command == "serve":
+        _serve(settings, url)
+    elif args.command == "run":
+        asyncio.run(_seed(settings, url, only_if_empty=True))
+        demo_key = asyncio.run(_demo_key(settings, url))
+        base = f"http://{settings.host}:{settings.port}"
+        print(
+            "\n"
+            f"  GraphiQL:      {base}/graphql\n"
+            f"  Demo API key:  {demo_key}\n"
+            f'  Header:        {{"Authorization": "Bearer {demo_key}"}}\n'
+            f"  Health:        {base}/healthz\n",
+            flush=True,
+        )
+        _serve(settings, url)
     return 0
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT, raised so that the process unwinds and every `finally` runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StopSignals:
+    """SIGTERM (docker stop, systemd, kill) and SIGINT (Ctrl-C) end the process by unwinding it.
+
+    Python's default for SIGTERM kills the process on the spot, skipping every `finally` and atexit hook, so the
+    embedded PostgreSQL kept running with this pid on its record. uvicorn handles both signals while it serves,
+    then puts these handlers back and raises the signal again once it has shut down: they take it from there.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            return  # already unwinding: a second signal must not cut the clean-up short
+        self.received = signum
+        raise _Stopped(signum)
 
 
 if __name__ == "__main__":

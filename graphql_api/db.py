@@ -10,8 +10,10 @@ import contextlib
 import hashlib
 import logging
 import re
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,7 +241,13 @@ async def migrate(url: str) -> list[str]:
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server from the `pgserver` wheel, its data under `directory`, on a unix socket."""
+    """A PostgreSQL server from the `pgserver` wheel, its data under `directory`, on a unix socket.
+
+    pgserver records the pid of every process using the server in `directory/.handle_pids.json` and
+    stops the server when the last one lets go; a pid whose process died without letting go (SIGKILL,
+    a crash, a host restart) is dropped whenever a process starts or lets go, or the server would never
+    stop again.
+    """
 
     def __init__(self, directory: Path, *, delete_on_stop: bool = False):
         self.directory = directory
@@ -247,20 +255,74 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        import pgserver  # imported here: only the embedded mode needs it
-
-        self.directory.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        # "stop": the server stops when the last process using this directory lets go of it.
-        mode = "delete" if self.delete_on_stop else "stop"
-        self._server = pgserver.get_server(self.directory, cleanup_mode=mode)
-        log.info("embedded_postgres_ready dir=%s ms=%.0f", self.directory, (time.perf_counter() - started) * 1000)
+        # A SIGTERM or SIGINT that comes while the server starts is held back until this process is
+        # recorded as a user: raised halfway, it would leave a running server that nobody stops.
+        with _stop_signals_held():
+            pgserver = _import_pgserver()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._forget_dead_users()
+            # "stop": the server stops when the last process using this directory lets go of it.
+            mode = "delete" if self.delete_on_stop else "stop"
+            self._server = pgserver.get_server(self.directory, cleanup_mode=mode)
+        log.info("embedded_postgres_ready dir=%s pid=%s ms=%.0f", self.directory, self._server.get_pid(),
+                 (time.perf_counter() - started) * 1000)
         return self._server.get_uri()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
+        """Let go of the server; it stops when no other live process uses it."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        with _stop_signals_held():  # a second Ctrl-C must not leave the server half stopped
+            self._forget_dead_users()  # a user that died while this process ran
+            server.cleanup()
+        others = server.global_process_id_list.get()
+        if others:
+            log.info("embedded_postgres_left_running dir=%s users=%s", self.directory, ",".join(map(str, others)))
+        else:
+            log.info("embedded_postgres_stopped dir=%s", self.directory)
+
+    def _forget_dead_users(self) -> None:
+        pgserver = _import_pgserver()
+        users = pgserver.utils.DiskList(self.directory / ".handle_pids.json")
+        # pgserver's own lock, the one its get_server and cleanup hold while they read and write the record.
+        with pgserver.PostgresServer._lock:
+            pids = users.get()
+            dead = [pid for pid in pids if not _process_alive(pid)]
+            if dead:
+                users.put([pid for pid in pids if pid not in dead])
+        if dead:
+            log.info("embedded_postgres_dead_users_forgotten dir=%s pids=%s", self.directory, ",".join(map(str, dead)))
+
+
+def _import_pgserver() -> Any:
+    import pgserver  # imported here: only the embedded mode needs it
+    import pgserver.utils
+
+    return pgserver
+
+
+def _process_alive(pid: int) -> bool:
+    import psutil  # a pgserver dependency
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Block SIGTERM and SIGINT in the block; one that came meanwhile is delivered when it ends."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def with_database(url: str, name: str) -> str:

@@ -60,9 +60,10 @@ def database_url(settings: Settings):
         yield settings.database_url
         return
     embedded = EmbeddedPostgres(settings.data_dir / "pg")
-    url = embedded.start()
     try:
-        yield url
+        # start() inside the try: a stop signal it held back is raised as it returns, and the server
+        # it has just started must still be let go of.
+        yield embedded.start()
     finally:
         embedded.stop()
 
