@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,9 +298,13 @@ class EmbeddedPostgres:
 
 
 def _import_pgserver() -> Any:
-    import pgserver  # imported here: only the embedded mode needs it
-    import pgserver.utils
-
+    # pgserver asks platformdirs for a runtime directory (its lock file) when it is imported. Without
+    # XDG_RUNTIME_DIR (containers, CI, services) platformdirs falls back to runtime-<uid> in the temporary
+    # directory, which serves that purpose, and warns on stderr; only that warning is silenced.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set", category=UserWarning)
+        import pgserver  # imported here: only the embedded mode needs it
+        import pgserver.utils
     return pgserver
 
 

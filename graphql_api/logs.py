@@ -10,6 +10,20 @@ import orjson
 from graphql_api.config import Settings
 
 
+_logged_once: set[tuple[str, str]] = set()
+
+
+def log_once(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
+    """Log a fact about the process (its database, its analyzer) the first time it is true only.
+
+    `run` opens the services for each of its steps; the facts they state stay the same.
+    """
+    key = (logger.name, msg % args if args else msg)
+    if key not in _logged_once:
+        _logged_once.add(key)
+        logger.log(level, msg, *args)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from graphql_api.analysis.base import Analyzer
 from graphql_api.config import Settings
 from graphql_api.db import Database, EmbeddedPostgres, describe_url, migrate
+from graphql_api.logs import log_once
 from graphql_api.reruns.progress import ProgressHub
 from graphql_api.reruns.worker import RerunWorker
 from graphql_api.workspaces import Authenticator
@@ -36,7 +37,7 @@ def make_analyzer(settings: Settings) -> Analyzer:
     if settings.gemini_api_key:
         from graphql_api.analysis.gemini import GeminiAnalyzer
 
-        log.info("analyzer_selected analyzer=gemini base_url=%s", settings.gemini_base_url or "default")
+        log_once(log, logging.INFO, "analyzer_selected analyzer=gemini base_url=%s", settings.gemini_base_url or "default")
         return GeminiAnalyzer(
             settings.gemini_api_key,
             settings.gemini_base_url,
@@ -46,9 +47,10 @@ def make_analyzer(settings: Settings) -> Analyzer:
         )
     from graphql_api.analysis.offline import OfflineAnalyzer
 
-    log.warning(
+    log_once(
+        log, logging.WARNING,
         "analyzer_selected analyzer=offline reason=GEMINI_API_KEY unset; results come from the deterministic "
-        "offline analyzer (model 'offline', no cost), not from an LLM"
+        "offline analyzer (model 'offline', no cost), not from an LLM",
     )
     return OfflineAnalyzer()
 
@@ -77,7 +79,7 @@ async def open_services(
         await migrate(url)
     db = Database(url, max_size=settings.db_pool_max)
     await db.connect()
-    log.info("database_connected url=%s", describe_url(url))
+    log_once(log, logging.INFO, "database_connected url=%s", describe_url(url))
     services = Services(settings=settings, db=db, authenticator=Authenticator(db), analyzer=make_analyzer(settings))
     worker_task = None
     try:
