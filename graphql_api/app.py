@@ -17,7 +17,10 @@ from starlette.websockets import WebSocket
 from graphql import ExecutionResult
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
+from graphql_api import http as graphql_http
 from graphql_api.config import Settings
 from graphql_api.graphiql import render_graphiql, static_route, vendor_dir
 from graphql_api.schema import schema
@@ -28,17 +31,58 @@ from graphql_api.workspaces import bearer_key
 
 log = logging.getLogger(__name__)
 
+# Operations one WebSocket connection may run at once (the limits issue makes it a setting).
+MAX_SUBSCRIPTIONS = 100
+
 
 class Metrics:
     def __init__(self) -> None:
         self.graphql_requests = 0
 
 
+def _coded(error: Any) -> Any:
+    """A formatted error with a contract code: the protocol handlers' own errors (a subscription limit,
+    a malformed message) come without one."""
+    if not isinstance(error, dict):
+        return error
+    extensions = error.get("extensions") or {}
+    if "code" in extensions:
+        return error
+    if error.get("message") == "Subscription limit reached":
+        extensions = {**extensions, "code": "LIMIT_EXCEEDED", "limit": "max_subscriptions_per_connection", "value": MAX_SUBSCRIPTIONS}
+    else:
+        extensions = {**extensions, "code": "BAD_USER_INPUT"}
+    return {**error, "extensions": extensions}
+
+
+def _with_codes(message: Any) -> Any:
+    payload = message.get("payload") if isinstance(message, dict) else None
+    if message.get("type") == "error" if isinstance(message, dict) else False:
+        coded = [_coded(e) for e in payload] if isinstance(payload, list) else _coded(payload)
+        return {**message, "payload": coded}
+    if isinstance(payload, dict) and isinstance(payload.get("errors"), list):
+        return {**message, "payload": {**payload, "errors": [_coded(e) for e in payload["errors"]]}}
+    return message
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler):
+    async def send_message(self, message: Any) -> None:
+        await super().send_message(_with_codes(message))
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler):
+    async def send_message(self, message: Any) -> None:
+        await super().send_message(_with_codes(message))
+
+
 class GraphQLView(GraphQL):
     """Strawberry's ASGI view with our context, auth, orjson encoding and the offline GraphiQL page."""
 
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(self, **kwargs: Any):
-        super().__init__(schema, **kwargs)
+        super().__init__(schema, max_subscriptions_per_connection=MAX_SUBSCRIPTIONS, **kwargs)
         self._graphiql_html: str | None = None
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
@@ -138,9 +182,14 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
             log.info("server_stopping reason=shutdown")
 
     view = GraphQLView()
+
+    async def graphql_over_http(request: Request) -> Response:
+        return await graphql_http.handle(view, request)
+
     return Starlette(
         routes=[
-            Route("/graphql", view, methods=["GET", "POST"]),
+            # Every method reaches the handler, so that even a wrong one is answered with a GraphQL response.
+            Route("/graphql", graphql_over_http, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
             WebSocketRoute("/graphql", view),
             Route("/healthz", healthz),
             Route("/metrics", metrics),

@@ -190,6 +190,10 @@ async def test_cancel_stops_what_has_not_started(gapi, gemini) -> None:
     payload = await _rerun(gapi, agentId="agent_voice1")
     job_id = payload["job"]["id"]
     await _until_running(gapi, job_id, at_least=1)
+    for _ in range(300):  # until an analysis has really started (a claimed item may still be given back)
+        if gemini.request_count >= 1:
+            break
+        await asyncio.sleep(0.01)
     canceled = data(await gapi.gql(
         "mutation($id: ID!) { cancelRerun(jobId: $id) { status canceled succeeded pending } }", {"id": job_id}, key=gapi.key
     ))["cancelRerun"]

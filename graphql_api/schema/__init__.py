@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import Decimal
 
 import strawberry
@@ -11,11 +12,11 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
 from graphql_api.schema.execution import SharedEventExecutor
-from graphql_api.schema.extensions import ErrorCodes, FreshLoaders
+from graphql_api.schema.extensions import ErrorCodes, FreshLoaders, RequestChecks
 from graphql_api.schema.mutation import Mutation
 from graphql_api.schema.query import Query
 from graphql_api.schema.reruns import Subscription
-from graphql_api.schema.scalars import DecimalScalar
+from graphql_api.schema.scalars import DateTimeScalar, DecimalScalar
 
 
 class Schema(strawberry.Schema):
@@ -33,11 +34,12 @@ schema = Schema(
     execution_context_class=SharedEventExecutor,
     mutation=Mutation,
     subscription=Subscription,
-    scalar_overrides={Decimal: DecimalScalar},
+    scalar_overrides={Decimal: DecimalScalar, datetime: DateTimeScalar},
     extensions=[
         ErrorCodes,
         FreshLoaders,
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
+        RequestChecks,
     ],
 )

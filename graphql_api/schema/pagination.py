@@ -11,9 +11,12 @@ import orjson
 import strawberry
 
 from graphql_api.errors import BadUserInput
+from graphql_api.inputs import checked_instant, text_problem
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# Positions are PostgreSQL integers.
+MAX_POSITION = 2**31 - 1
 
 T = TypeVar("T")
 
@@ -71,7 +74,7 @@ def decode_position(cursor: str | None, tag: str) -> int:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         got_tag, position = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        if got_tag != tag or not isinstance(position, int) or position < 0:
+        if got_tag != tag or type(position) is not int or not 0 <= position <= MAX_POSITION:
             raise ValueError("cursor of another list")
         return position
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
@@ -87,10 +90,10 @@ def decode_cursor(cursor: str | None, tag: str) -> tuple[datetime | None, str | 
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         got_tag, at, ident = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        if got_tag != tag or not isinstance(ident, str):
+        if got_tag != tag or not isinstance(ident, str) or text_problem(ident) is not None:
             raise ValueError("cursor of another connection")
-        return datetime.fromisoformat(at), ident
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        return checked_instant(datetime.fromisoformat(at), argument="after"), ident
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError, BadUserInput) as exc:
         raise BadUserInput(
             "`after` is not a cursor of this list; pass the `endCursor` of a previous page.", argument="after"
         ) from exc

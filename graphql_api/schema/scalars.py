@@ -1,28 +1,27 @@
-"""Custom scalars."""
+"""Custom scalars: exact decimals in plain notation, and instants in the range PostgreSQL and Python share."""
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
+from decimal import Decimal
 
 import strawberry
 
-from graphql_api.errors import BadUserInput
-
-
-def _parse_decimal(value: object) -> Decimal:
-    try:
-        parsed = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise BadUserInput(f"{value!r} is not a decimal number.") from exc
-    if not parsed.is_finite():
-        raise BadUserInput(f"{value!r} is not a finite decimal number.")
-    return parsed
-
+from graphql_api.inputs import parse_instant, parse_plain_decimal
 
 DecimalScalar = strawberry.scalar(
     Decimal,
     name="Decimal",
-    description="An exact decimal number, as a string in plain notation (e.g. \"0.00123400\").",
+    description="An exact decimal number, as a string in plain notation (e.g. \"0.00123400\"). As input, a non-negative "
+    "decimal string or JSON number.",
     serialize=lambda value: format(value, "f"),
-    parse_value=_parse_decimal,
+    parse_value=parse_plain_decimal,
+)
+
+DateTimeScalar = strawberry.scalar(
+    datetime,
+    name="DateTime",
+    description="Date with time (isoformat)",
+    serialize=lambda value: value.isoformat(),
+    parse_value=parse_instant,
 )

@@ -1,0 +1,244 @@
+"""GraphQL over HTTP (https://graphql.github.io/graphql-over-http/draft/), in one place: what a request
+may look like, which media type answers it, and which status code goes with each answer.
+
+Every answer of `/graphql` over HTTP is a GraphQL response whose errors carry an `extensions.code`,
+whatever went wrong: a body that is not JSON, a wrong method or media type, an operation that can't be
+chosen. Strawberry's view keeps the WebSocket protocols and the GraphiQL page.
+
+Status codes, as the specification says for each response media type:
+- `application/json`: 200 for every well-formed request, whatever its GraphQL errors.
+- `application/graphql-response+json`: 200 once execution started (`data` is present, even null);
+  400 for a request that could not start (no `data`); 401 when the API key is missing or wrong.
+- Either way: 400 for a body that is not a GraphQL-over-HTTP request, 405 for a method that can't
+  carry it (and a mutation over GET), 406 when the client accepts neither media type, 413 for a body
+  over the size limit, 415 for a body that is not JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from graphql import GraphQLError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
+
+from graphql_api.schema import schema
+from graphql_api.schema.extensions import with_code
+
+if TYPE_CHECKING:
+    from graphql_api.app import GraphQLView
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+ALLOWED_METHODS = "GET, POST"
+# Until the limits issue makes it a setting: far above any real document with its variables.
+MAX_BODY_BYTES = 1 << 20
+
+
+class RequestError(Exception):
+    """A request that is not a GraphQL-over-HTTP request: answered with `status` and one coded error."""
+
+    def __init__(self, status: int, message: str, *, code: str = "BAD_USER_INPUT", headers: dict[str, str] | None = None, **extensions: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.extensions = {"code": code, **extensions}
+
+
+def response_media_type(accept: str | None) -> str:
+    """The media type to answer in, from the Accept header (none: `application/json`, as the spec says)."""
+    if not accept or not accept.strip():
+        return JSON
+    best: tuple[float, int, str] | None = None
+    for position, part in enumerate(accept.split(",")):
+        fields = [f.strip() for f in part.split(";")]
+        media = fields[0].lower()
+        quality = 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality <= 0:
+            continue
+        # A wildcard gets application/json, which every client understands.
+        chosen = {GRAPHQL_RESPONSE: GRAPHQL_RESPONSE, JSON: JSON, "application/*": JSON, "*/*": JSON}.get(media)
+        if chosen is None:
+            continue
+        rank = (quality, 1 if media == GRAPHQL_RESPONSE else 0, chosen)
+        if best is None or rank[:2] > best[:2]:
+            best = rank
+    if best is None:
+        raise RequestError(
+            406,
+            f"The Accept header ({accept[:100]}) admits neither {GRAPHQL_RESPONSE} nor {JSON}, the media types of "
+            "GraphQL responses.",
+        )
+    return best[2]
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> RequestError:
+    return RequestError(
+        413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", code="LIMIT_EXCEEDED",
+        limit="max_body_bytes", value=MAX_BODY_BYTES,
+    )
+
+
+def _params_from_body(body: bytes, content_type: str) -> dict[str, Any]:
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media != JSON:
+        raise RequestError(
+            415, f"POST /graphql takes a JSON body with `Content-Type: {JSON}`, not {media or 'no content type'}.",
+            headers={"Accept-Post": JSON},
+        )
+    charset = next((p.split("=", 1)[1].strip().strip('"').lower() for p in params.split(";") if p.strip().lower().startswith("charset=")), "utf-8")
+    if charset not in ("utf-8", "utf8"):
+        raise RequestError(415, f"The body must be UTF-8 JSON, not {charset}.")
+    try:
+        # orjson refuses invalid UTF-8, lone surrogates and nesting deeper than 1,024 levels.
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, f"The body is not valid UTF-8 JSON: {exc}.") from None
+    if isinstance(parsed, list):
+        raise RequestError(400, "Batched requests (a JSON array) are not supported; send one operation per request.")
+    if not isinstance(parsed, dict):
+        raise RequestError(400, f"The body must be a JSON object with `query`, not a JSON {type(parsed).__name__}.")
+    return parsed
+
+
+def _params_from_query_string(request: Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query_params)
+    for name in ("variables", "extensions"):
+        raw = params.get(name)
+        if raw is not None and raw != "":
+            try:
+                params[name] = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise RequestError(400, f"The `{name}` parameter is not valid JSON: {exc}.") from None
+        else:
+            params.pop(name, None)
+    return params
+
+
+def _checked(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]:
+    query = params.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise RequestError(400, "The request has no GraphQL document: send it as a non-empty string in `query`.")
+    variables = params.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        raise RequestError(400, f"`variables` must be a JSON object or null, not a JSON {type(variables).__name__}.")
+    operation_name = params.get("operationName")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise RequestError(400, "`operationName` must be a string or null.")
+    extensions = params.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise RequestError(400, "`extensions` must be a JSON object or null.")
+    return query, variables, operation_name or None, extensions
+
+
+def _answer(payload: dict[str, Any], status: int, media_type: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type=media_type, headers=headers)
+
+
+def _error_payload(message: str, extensions: dict[str, Any]) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": extensions}]}
+
+
+async def handle(view: GraphQLView, request: Request) -> Response:
+    """Answer one HTTP request to /graphql."""
+    if request.method == "GET" and view.should_render_graphql_ide(request):
+        return await view.render_graphql_ide(request)
+    try:
+        media_type = response_media_type(request.headers.get("accept"))
+    except RequestError as exc:
+        return _answer(_error_payload(exc.message, exc.extensions), exc.status, JSON)
+    try:
+        if request.method not in ("GET", "POST"):
+            raise RequestError(405, f"/graphql answers GET and POST, not {request.method}.", headers={"Allow": ALLOWED_METHODS})
+        if request.method == "GET":
+            params = _params_from_query_string(request)
+        else:
+            params = _params_from_body(await _read_body(request), request.headers.get("content-type", ""))
+        query, variables, operation_name, extensions = _checked(params)
+    except RequestError as exc:
+        return _answer(_error_payload(exc.message, exc.extensions), exc.status, media_type, exc.headers)
+    except ClientDisconnect:
+        return Response(status_code=400)
+
+    context = await view.get_context(request, None)
+    allowed = {OperationType.QUERY} if request.method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
+    try:
+        result = await schema.execute(
+            query,
+            variable_values=variables,
+            context_value=context,
+            operation_name=operation_name,
+            allowed_operation_types=allowed,
+            operation_extensions=extensions,
+        )
+    except CannotGetOperationTypeError:
+        return _request_failed(
+            f"The document has no operation named {operation_name!r}." if operation_name else "The document has no operation to run.",
+            media_type, argument="operationName",
+        )
+    except InvalidOperationTypeError as exc:
+        if exc.operation_type == OperationType.SUBSCRIPTION:
+            return _request_failed(
+                "Subscriptions run over the WebSocket at /graphql (graphql-transport-ws or graphql-ws), not over HTTP.",
+                media_type,
+            )
+        return _answer(
+            _error_payload("A mutation can't be sent with GET; POST it.", {"code": "BAD_USER_INPUT"}),
+            405, media_type, {"Allow": "POST"},
+        )
+    except MissingQueryError:
+        return _request_failed("The request has no GraphQL document.", media_type)
+
+    errors = [with_code(error) for error in result.errors or ()]
+    payload: dict[str, Any] = {}
+    started = not (result.data is None and errors and all(error.path is None for error in errors))
+    if errors:
+        payload["errors"] = [error.formatted for error in errors]
+    if started:
+        payload["data"] = result.data
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    return _answer(payload, _status(media_type, started, errors), media_type)
+
+
+def _request_failed(message: str, media_type: str, **extensions: Any) -> Response:
+    """A well-formed request whose operation could not start."""
+    error = GraphQLError(message, extensions={"code": "BAD_USER_INPUT", **extensions})
+    return _answer({"errors": [error.formatted]}, _status(media_type, False, [error]), media_type)
+
+
+def _status(media_type: str, started: bool, errors: list[GraphQLError]) -> int:
+    if media_type == JSON or started:
+        return 200
+    if any((error.extensions or {}).get("code") == "UNAUTHENTICATED" for error in errors):
+        return 401
+    return 400
