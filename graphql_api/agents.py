@@ -114,6 +114,7 @@ async def update_draft(
             changed_fields=changed,
             before_config=before,
             after_config=after,
+            origin="api",
         )
         return row
 

@@ -22,7 +22,7 @@ from graphql_api.agents import CONFIG_KEYS, config_of
 from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer, Conversation, Utterance
 from graphql_api.analysis.config import effective_config, validate_data_fields, validate_model, validate_prompt
 from graphql_api.analysis.pricing import DEFAULT_MODEL
-from graphql_api.analysis.results import record_result
+from graphql_api.analysis.results import record_failed_run, record_result
 from graphql_api.db import Database
 from graphql_api.errors import ApiError
 
@@ -574,6 +574,7 @@ class Importer:
                     changed_fields=changed,
                     before_config=ours,
                     after_config=theirs,
+                    origin="seed" if self.fill_only else "import",
                 )
                 self.report.notices.append((
                     line,
@@ -725,6 +726,9 @@ class Importer:
                     failed += 1
                     self.report.analyses_failed += 1
                     log.warning("initial_analysis_failed conversation=%s error=%s", conv["conversation_id"], exc)
+                    await record_failed_run(
+                        db=self.db, workspace_id=ws, conversation_id=conv["conversation_id"], trigger="INITIAL", error=exc
+                    )
                     return
                 try:
                     await record_result(

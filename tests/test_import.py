@@ -35,7 +35,7 @@ UPDATE = """mutation($agent: ID!, $input: AnalysisConfigInput!) {
   updateDraftPrompts(agentId: $agent, input: $input) { version analysisConfig { summaryPrompt } } }"""
 DRAFT = """query($agent: ID!) { agent(id: $agent) { name versions { version isPublished }
   draft { version analysisConfig { summaryPrompt successfulPrompt model dataFields { name } }
-          configChanges { changedFields before { summaryPrompt model } after { summaryPrompt successfulPrompt model } } } } }"""
+          configChanges { changedFields origin before { summaryPrompt model } after { summaryPrompt successfulPrompt model } } } } }"""
 
 
 def _summary(result) -> str:
@@ -332,6 +332,7 @@ async def test_an_import_with_a_new_draft_config_replaces_an_edit_and_records_it
     # Newest first: the import's change, whose "before" is the user's edit, then the user's edit itself.
     assert [c["changedFields"] for c in draft["configChanges"]] == [["summary_prompt", "successful_prompt"], ["summary_prompt"]]
     imported, edit = draft["configChanges"]
+    assert (imported["origin"], edit["origin"]) == ("IMPORT", "API")
     assert imported["before"]["summaryPrompt"] == edit["after"]["summaryPrompt"] == "Name the pet and the visit booked."
     assert imported["after"] == {k: draft["analysisConfig"][k] for k in ("summaryPrompt", "successfulPrompt", "model")}
     # The same file again: nothing to do.
@@ -351,3 +352,28 @@ async def test_a_published_version_imported_again_with_another_config_is_refused
     key = await api.key_for("acme")
     versions = data(await api.gql('{ agent(id: "agent_voice1") { versions { version analysisConfig { model } } } }', key=key))
     assert versions["agent"]["versions"][-1]["analysisConfig"]["model"] == "gemini-2.5-flash"
+
+
+async def test_an_initial_analysis_whose_model_answer_fails_still_writes_its_charge_line(api, db_url, gemini) -> None:
+    import asyncpg
+
+    from graphql_api.analysis.gemini import GeminiAnalyzer
+
+    analyzer = GeminiAnalyzer("test-key", gemini.base_url, max_attempts=1)
+    try:
+        gemini.malformed_next(1, mode="truncated")
+        workspace_id = await api.workspace_id("acme")
+        report = await Importer(db=api.db, workspace_id=workspace_id, analyzer=analyzer).run(
+            list(enumerate([voice_agent(model="gemini-2.5-pro"), call("call_bad"), call("call_ok", minute=1)], start=1)))
+    finally:
+        await analyzer.aclose()
+    assert (report.analyses_run, report.analyses_failed) == (1, 1)
+    conn = await asyncpg.connect(dsn=db_url)
+    try:
+        lines = await conn.fetch("SELECT conversation_id, reason, waived, amount_usd, analysis_result_id, error FROM charges ORDER BY id")
+    finally:
+        await conn.close()
+    failed = [line for line in lines if line["analysis_result_id"] is None]
+    assert len(lines) == 2 and len(failed) == 1
+    assert failed[0]["reason"] == "initial" and not failed[0]["waived"] and failed[0]["amount_usd"] > 0
+    assert "malformed" in failed[0]["error"]

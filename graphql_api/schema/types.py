@@ -102,10 +102,18 @@ class AnalysisConfig:
         )
 
 
+@strawberry.enum(description="What made an edit of a draft's analysis config.")
+class ConfigChangeOrigin(Enum):
+    API = "api"  # updateDraftPrompts
+    IMPORT = "import"  # `python -m graphql_api import`
+    SEED = "seed"  # `python -m graphql_api seed` filling what was missing
+
+
 @strawberry.type(description="One edit of a draft's analysis config.")
 class ConfigChange:
     changed_at: datetime
     changed_fields: list[str] = strawberry.field(description="summary_prompt, successful_prompt, user_sentiment_prompt, data_fields or model.")
+    origin: ConfigChangeOrigin = strawberry.field(description="What made the edit.")
     before: AnalysisConfig
     after: AnalysisConfig
 
@@ -114,6 +122,7 @@ class ConfigChange:
         return cls(
             changed_at=row["changed_at"],
             changed_fields=list(row["changed_fields"]),
+            origin=ConfigChangeOrigin[row["origin"].upper()],
             before=AnalysisConfig.from_row(row["before_config"]),
             after=AnalysisConfig.from_row(row["after_config"]),
         )

@@ -103,8 +103,8 @@ FOR UPDATE;
 
 -- agent_version_change_insert --
 -- Keep one edit of a draft's config.
-INSERT INTO agent_version_changes (workspace_id, agent_id, version, changed_fields, before_config, after_config)
-VALUES (:workspace_id, :agent_id, :version, :changed_fields, :before_config::jsonb, :after_config::jsonb);
+INSERT INTO agent_version_changes (workspace_id, agent_id, version, changed_fields, before_config, after_config, origin)
+VALUES (:workspace_id, :agent_id, :version, :changed_fields, :before_config::jsonb, :after_config::jsonb, :origin);
 
 -- agent_version_changes_of --
 -- The edits of these versions, newest first.
