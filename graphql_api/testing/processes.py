@@ -33,7 +33,9 @@ class ServerProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"server-{self.port}.log"
-        full_env = {**os.environ, "DATABASE_URL": db_url, "DATA_DIR": str(data_dir), "HOST": "127.0.0.1", "PORT": str(self.port), **(env or {})}
+        # Tests and benchmarks poll fast with one key: no rate limit unless they ask for one.
+        full_env = {**os.environ, "DATABASE_URL": db_url, "DATA_DIR": str(data_dir), "HOST": "127.0.0.1",
+                    "PORT": str(self.port), "RATE_LIMIT_PER_S": "0", **(env or {})}
         if "GEMINI_API_KEY" not in (env or {}):
             full_env.pop("GEMINI_API_KEY", None)
         self._log = open(self.log_path, "w")
