@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from graphql_api.db import Database
 
 KEY_PREFIX = "ak_"
+PREFIX_LENGTH = 10  # the part of a key stored in clear, to find it and to tell keys apart in listings
+MAX_KEY_LENGTH = 128
 # A revoked key keeps working in a running process for at most this long.
 AUTH_CACHE_TTL_S = 30.0
 AUTH_CACHE_MAX = 10_000
@@ -35,7 +38,7 @@ async def create_api_key(*, db: Database, workspace_name: str) -> tuple[Workspac
     """Create the workspace when missing and a new key for it; the key is returned once and never stored."""
     workspace = await ensure_workspace(db=db, name=workspace_name)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    await db.execute("api_key_insert", workspace_id=workspace.id, key_hash=hash_key(key), key_prefix=key[:10])
+    await db.execute("api_key_insert", workspace_id=workspace.id, key_hash=hash_key(key), key_prefix=key[:PREFIX_LENGTH])
     return workspace, key
 
 
@@ -52,8 +55,12 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        row = await self._db.fetch_one("workspace_by_key_hash", key_hash=digest)
-        workspace = Workspace(id=row["id"], name=row["name"]) if row else None
+        workspace = None
+        if key.startswith(KEY_PREFIX) and len(key) <= MAX_KEY_LENGTH:
+            # Found by the public prefix, confirmed by comparing hashes in constant time.
+            for row in await self._db.fetch_all("api_keys_by_prefix", key_prefix=key[:PREFIX_LENGTH]):
+                if hmac.compare_digest(bytes(row["key_hash"]), digest):
+                    workspace = Workspace(id=row["id"], name=row["name"])
         if len(self._cache) >= AUTH_CACHE_MAX:
             self._cache.clear()
         self._cache[digest] = (now + AUTH_CACHE_TTL_S, workspace)

@@ -20,11 +20,11 @@ INSERT INTO api_keys (workspace_id, key_hash, key_prefix)
 VALUES (:workspace_id, :key_hash, :key_prefix)
 RETURNING id, created_at;
 
--- workspace_by_key_hash --
--- The workspace an unrevoked API key belongs to.
-SELECT w.id, w.name
+-- api_keys_by_prefix --
+-- The unrevoked keys sharing this public prefix (almost always one), with their hashes and workspaces.
+SELECT k.id AS key_id, k.key_hash, w.id, w.name
 FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
-WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL;
+WHERE k.key_prefix = :key_prefix AND k.revoked_at IS NULL;
 
 -- workspace_is_empty --
 -- True when the workspace has no agents yet.
