@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test schema bench bench-queries bench-reruns clean
+.PHONY: setup run test fuzz schema bench bench-queries bench-reruns clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# A long fuzz run against the real server; FUZZ_EXAMPLES=N sets its length. Prints cases run and failures by kind.
+fuzz: setup
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
 
 schema: setup
 	$(PY) -m strawberry export-schema graphql_api.schema:schema --output schema.graphql
