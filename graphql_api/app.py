@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -47,12 +51,9 @@ class GraphQLView(GraphQL):
         self._graphiql_html: str | None = None
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        # WebSocket connections only: HTTP requests get their context in graphql_api.http.
         services: Services = request.app.state.services
-        context = Context(services=services, request=request, response=response)
-        if isinstance(request, Request):
-            request.app.state.metrics.graphql_requests += 1
-            await _authenticate(context, request.headers.get("authorization"))
-        return context
+        return Context(services=services, request=request, response=response)
 
     async def on_ws_connect(self, context: Context) -> Any:
         params = context.connection_params or {}
@@ -106,6 +107,15 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
+    token = services.settings.metrics_token
+    if token is not None:
+        given = bearer_key(request.headers.get("authorization")) or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return PlainTextResponse("metrics need `Authorization: Bearer <METRICS_TOKEN>`\n", status_code=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+    elif services.settings.production:
+        return PlainTextResponse("metrics are off in production until METRICS_TOKEN is set\n", status_code=404)
+    documents = services.documents
     lines = [
         "# HELP graphql_http_requests_total GraphQL requests received over HTTP.",
         "# TYPE graphql_http_requests_total counter",
@@ -113,6 +123,12 @@ async def metrics(request: Request) -> Response:
         "# HELP sql_statements_total SQL statements sent to PostgreSQL by this process.",
         "# TYPE sql_statements_total counter",
         f"sql_statements_total {services.db.statements_executed}",
+        "# HELP graphql_document_cache_bytes Estimated memory held by parsed and validated documents.",
+        "# TYPE graphql_document_cache_bytes gauge",
+        f"graphql_document_cache_bytes {documents.size_bytes}",
+        f"graphql_document_cache_entries {len(documents)}",
+        f"graphql_document_cache_hits_total {documents.hits}",
+        f"graphql_document_cache_misses_total {documents.misses}",
     ]
     worker = services.worker
     if worker is not None:
@@ -132,6 +148,38 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
+# The GraphiQL page runs its own inline loader and may fall back to unpkg.com for a missing local file.
+_HTML_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://unpkg.com; "
+    "style-src 'self' 'unsafe-inline' https://unpkg.com; font-src 'self' data: https://unpkg.com; "
+    "img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders:
+    """Headers every response carries, and the stricter ones of HTML pages (no framing, a content policy)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                if headers.get("content-type", "").startswith("text/html"):
+                    headers.setdefault("X-Frame-Options", "DENY")
+                    headers.setdefault("Content-Security-Policy", _HTML_POLICY)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(settings: Settings, database_url: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -147,7 +195,17 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
     async def graphql_over_http(request: Request) -> Response:
         return await graphql_http.handle(view, request)
 
+    middleware = [Middleware(SecurityHeaders)]
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+            max_age=600,
+        ))
     return Starlette(
+        middleware=middleware,
         routes=[
             # Every method reaches the handler, so that even a wrong one is answered with a GraphQL response.
             Route("/graphql", graphql_over_http, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),

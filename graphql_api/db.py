@@ -97,11 +97,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class Database:
     """Named queries over a `databases` pool; each asyncio task gets its own pooled connection."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 20):
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 20, statement_timeout_ms: int = 0):
         self.url = url
+        # Every statement of this pool is cut off by PostgreSQL past the timeout (0: none).
+        server_settings = {"statement_timeout": str(statement_timeout_ms)} if statement_timeout_ms else None
         # asyncpg reads the DSN itself so that unix-socket URLs (?host=/dir) work.
         self._database = databases.Database(
-            url, dsn=url, min_size=min_size, max_size=max_size, init=_init_connection
+            url, dsn=url, min_size=min_size, max_size=max_size, init=_init_connection, server_settings=server_settings
         )
         self.queries = load_queries()
         self.statements_executed = 0

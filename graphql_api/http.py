@@ -8,15 +8,19 @@ chosen. Strawberry's view keeps the WebSocket protocols and the GraphiQL page.
 Status codes, as the specification says for each response media type:
 - `application/json`: 200 for every well-formed request, whatever its GraphQL errors.
 - `application/graphql-response+json`: 200 once execution started (`data` is present, even null);
-  400 for a request that could not start (no `data`); 401 when the API key is missing or wrong.
-- Either way: 400 for a body that is not a GraphQL-over-HTTP request, 405 for a method that can't
-  carry it (and a mutation over GET), 406 when the client accepts neither media type, 413 for a body
-  over the size limit, 415 for a body that is not JSON.
+  400 for a request that could not start (no `data`), 403 for an operation not allowed here.
+- Either way, before the document is looked at: 401 without a valid API key (the body is not even
+  read), 429 over the key's rate, 405 for a method that can't carry a request (and a mutation over
+  GET), 406 when the client accepts neither media type, 413 for a body over the size limit, 415 for a
+  body that is not JSON, 400 for a body that is not a GraphQL-over-HTTP request; 504 past the
+  request deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,19 +31,22 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
+from graphql_api.errors import ApiError
+from graphql_api.graphiql import wants_graphiql
 from graphql_api.schema import schema
+from graphql_api.schema.context import Context
 from graphql_api.schema.extensions import with_code
+from graphql_api.workspaces import PREFIX_LENGTH, bearer_key
 
 if TYPE_CHECKING:
     from graphql_api.app import GraphQLView
+    from graphql_api.services import Services
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 ALLOWED_METHODS = "GET, POST"
-# Until the limits issue makes it a setting: far above any real document with its variables.
-MAX_BODY_BYTES = 1 << 20
 
 
 class RequestError(Exception):
@@ -87,23 +94,23 @@ def response_media_type(accept: str | None) -> str:
     return best[2]
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _too_large()
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _too_large()
+        if size > limit:
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_large() -> RequestError:
+def _too_large(limit: int) -> RequestError:
     return RequestError(
-        413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", code="LIMIT_EXCEEDED",
-        limit="max_body_bytes", value=MAX_BODY_BYTES,
+        413, f"The request body is larger than {limit} bytes (MAX_BODY_BYTES).", code="LIMIT_EXCEEDED",
+        limit="max_body_bytes", value=limit,
     )
 
 
@@ -144,8 +151,14 @@ def _params_from_query_string(request: Request) -> dict[str, Any]:
     return params
 
 
-def _checked(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]:
+def _checked(params: dict[str, Any], services: Services) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]:
     query = params.get("query")
+    if query is not None and not isinstance(query, str):
+        raise RequestError(400, "The request has no GraphQL document: send it as a non-empty string in `query`.")
+    extensions = params.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise RequestError(400, "`extensions` must be a JSON object or null.")
+    query = services.persisted.resolve(query, extensions)  # a persisted hash stands for its document
     if not isinstance(query, str) or not query.strip():
         raise RequestError(400, "The request has no GraphQL document: send it as a non-empty string in `query`.")
     variables = params.get("variables")
@@ -154,9 +167,6 @@ def _checked(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | 
     operation_name = params.get("operationName")
     if operation_name is not None and not isinstance(operation_name, str):
         raise RequestError(400, "`operationName` must be a string or null.")
-    extensions = params.get("extensions")
-    if extensions is not None and not isinstance(extensions, dict):
-        raise RequestError(400, "`extensions` must be a JSON object or null.")
     return query, variables, operation_name or None, extensions
 
 
@@ -169,37 +179,58 @@ def _error_payload(message: str, extensions: dict[str, Any]) -> dict[str, Any]:
 
 
 async def handle(view: GraphQLView, request: Request) -> Response:
-    """Answer one HTTP request to /graphql."""
-    if request.method == "GET" and view.should_render_graphql_ide(request):
+    """Answer one HTTP request to /graphql: the transport, the key and the limits are checked before the
+    document is even parsed."""
+    services: Services = request.app.state.services
+    settings = services.settings
+    if settings.graphiql and wants_graphiql(request) and "extensions" not in request.query_params:
         return await view.render_graphql_ide(request)
     try:
         media_type = response_media_type(request.headers.get("accept"))
     except RequestError as exc:
         return _answer(_error_payload(exc.message, exc.extensions), exc.status, JSON)
+    request.app.state.metrics.graphql_requests += 1
     try:
         if request.method not in ("GET", "POST"):
             raise RequestError(405, f"/graphql answers GET and POST, not {request.method}.", headers={"Allow": ALLOWED_METHODS})
+        context = await _authenticated(services, request)
+        wait = services.rate_limiter.admit(context.key_prefix or "")
+        if wait:
+            raise RequestError(
+                429, f"Too many requests for this API key: at most {settings.rate_limit_per_s:g} a second on average "
+                f"(RATE_LIMIT_PER_S), bursts of {settings.rate_limit_burst}. Try again in {wait:.1f} s.",
+                code="LIMIT_EXCEEDED", headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                limit="rate_limit_per_s", value=settings.rate_limit_per_s,
+            )
         if request.method == "GET":
             params = _params_from_query_string(request)
         else:
-            params = _params_from_body(await _read_body(request), request.headers.get("content-type", ""))
-        query, variables, operation_name, extensions = _checked(params)
+            params = _params_from_body(await _read_body(request, settings.max_body_bytes), request.headers.get("content-type", ""))
+        query, variables, operation_name, extensions = _checked(params, services)
     except RequestError as exc:
         return _answer(_error_payload(exc.message, exc.extensions), exc.status, media_type, exc.headers)
+    except ApiError as exc:
+        return _request_failed(exc.message, media_type, **exc.extensions)
     except ClientDisconnect:
         return Response(status_code=400)
 
-    context = await view.get_context(request, None)
     allowed = {OperationType.QUERY} if request.method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
     try:
-        result = await schema.execute(
-            query,
-            variable_values=variables,
-            context_value=context,
-            operation_name=operation_name,
-            allowed_operation_types=allowed,
-            operation_extensions=extensions,
-        )
+        async with asyncio.timeout(settings.request_timeout_s):
+            result = await schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=extensions,
+            )
+    except TimeoutError:
+        log.warning("request_deadline_exceeded seconds=%s key=%s", settings.request_timeout_s, context.key_prefix)
+        return _answer(_error_payload(
+            f"The request took longer than {settings.request_timeout_s:g} s (REQUEST_TIMEOUT_S) and was stopped.",
+            {"code": "LIMIT_EXCEEDED", "limit": "request_timeout_s", "value": settings.request_timeout_s},
+        ), 504, media_type)
     except CannotGetOperationTypeError:
         return _request_failed(
             f"The document has no operation named {operation_name!r}." if operation_name else "The document has no operation to run.",
@@ -230,15 +261,35 @@ async def handle(view: GraphQLView, request: Request) -> Response:
     return _answer(payload, _status(media_type, started, errors), media_type)
 
 
+async def _authenticated(services: Services, request: Request) -> Context:
+    """The request's context with its workspace; no valid key, no further work (the body is not even read)."""
+    authorization = request.headers.get("authorization")
+    key = bearer_key(authorization)
+    if key is None:
+        message = (
+            "The Authorization header must be `Bearer <API key>`." if authorization
+            else "Send your API key as `Authorization: Bearer <key>`."
+        )
+        raise RequestError(401, message, code="UNAUTHENTICATED", headers={"WWW-Authenticate": "Bearer"})
+    workspace = await services.authenticator.workspace_for(key)
+    if workspace is None:
+        raise RequestError(401, "The API key is not valid (unknown or revoked).", code="UNAUTHENTICATED",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return Context(services=services, request=request, workspace=workspace, key_prefix=key[:PREFIX_LENGTH])
+
+
 def _request_failed(message: str, media_type: str, **extensions: Any) -> Response:
     """A well-formed request whose operation could not start."""
-    error = GraphQLError(message, extensions={"code": "BAD_USER_INPUT", **extensions})
+    error = GraphQLError(message, extensions={"code": "BAD_USER_INPUT", **extensions})  # a given code wins
     return _answer({"errors": [error.formatted]}, _status(media_type, False, [error]), media_type)
 
 
 def _status(media_type: str, started: bool, errors: list[GraphQLError]) -> int:
     if media_type == JSON or started:
         return 200
-    if any((error.extensions or {}).get("code") == "UNAUTHENTICATED" for error in errors):
+    codes = {(error.extensions or {}).get("code") for error in errors}
+    if "UNAUTHENTICATED" in codes:
         return 401
+    if "FORBIDDEN" in codes:
+        return 403
     return 400

@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from graphql_api.analysis.base import Analyzer
 from graphql_api.config import Settings
 from graphql_api.db import Database, EmbeddedPostgres, describe_url, migrate
 from graphql_api.logs import log_once
+from graphql_api.persisted import PersistedQueries, load_allow_list
+from graphql_api.ratelimit import RateLimiter
 from graphql_api.reruns.progress import ProgressHub
+from graphql_api.schema.documents import DocumentCache
 from graphql_api.reruns.worker import RerunWorker
 from graphql_api.workspaces import Authenticator
 
@@ -27,6 +30,20 @@ class Services:
     analyzer: Analyzer
     progress: ProgressHub | None = None
     worker: RerunWorker | None = None
+    documents: DocumentCache = field(init=False)
+    rate_limiter: RateLimiter = field(init=False)
+    persisted: PersistedQueries = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.documents = DocumentCache(settings)
+        self.rate_limiter = RateLimiter(rate=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
+        allow_list = load_allow_list(settings.persisted_queries_file) if settings.persisted_queries_file else None
+        if settings.persisted_queries == "only" and not allow_list:
+            raise SystemExit("PERSISTED_QUERIES=only needs PERSISTED_QUERIES_FILE with the allowed documents")
+        self.persisted = PersistedQueries(
+            mode=settings.persisted_queries, allow_list=allow_list, max_document_bytes=settings.cacheable_document_bytes
+        )
 
     def wake_workers(self) -> None:
         if self.worker is not None:
@@ -77,7 +94,7 @@ async def open_services(
     """The process's services; with `background`, also the progress listener and (per settings) a rerun worker."""
     if apply_migrations:
         await migrate(url)
-    db = Database(url, max_size=settings.db_pool_max)
+    db = Database(url, max_size=settings.db_pool_max, statement_timeout_ms=settings.statement_timeout_ms)
     await db.connect()
     log_once(log, logging.INFO, "database_connected url=%s", describe_url(url))
     services = Services(settings=settings, db=db, authenticator=Authenticator(db), analyzer=make_analyzer(settings))

@@ -8,18 +8,23 @@ from tests.factories import call, chat, chat_agent, load, voice_agent
 LIST_ALL = "{ agents { nodes { id } } calls { nodes { id } } chats { nodes { id } } }"
 
 
-async def test_no_key_wrong_key_and_malformed_header_are_unauthenticated(api) -> None:
+async def test_no_key_wrong_key_and_malformed_header_are_unauthenticated_before_parsing(api) -> None:
     await api.key_for("acme")
+    # Not even a document: without a valid key, nothing of the request is looked at.
     for headers in ({}, {"Authorization": "Bearer ak_not_a_real_key"}, {"Authorization": "Basic dXNlcjpwYXNz"}):
-        response = await api.client.post("/graphql", json={"query": "{ agents { nodes { id } } }"}, headers=headers)
-        body = response.json()
-        assert body["data"] is None or body["data"].get("agents") is None
-        assert error_codes(body) == ["UNAUTHENTICATED"], body
-        assert "Bearer" in body["errors"][0]["message"] or "not valid" in body["errors"][0]["message"]
+        for body in ({"query": "{ agents { nodes { id } } }"}, {"query": "{ this is not graphql"}):
+            response = await api.client.post("/graphql", json=body, headers=headers)
+            assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Bearer")
+            answer = response.json()
+            assert "data" not in answer and error_codes(answer) == ["UNAUTHENTICATED"], answer
+            assert "Bearer" in answer["errors"][0]["message"] or "not valid" in answer["errors"][0]["message"]
 
 
-async def test_schema_introspection_needs_no_key(api) -> None:
-    result = await api.gql("{ __schema { queryType { name } } }", key=None)
+async def test_schema_introspection_needs_a_key_like_everything_else(api) -> None:
+    response = await api.client.post("/graphql", json={"query": "{ __schema { queryType { name } } }"})
+    assert response.status_code == 401 and error_codes(response.json()) == ["UNAUTHENTICATED"]
+    key = await api.key_for("acme")
+    result = await api.gql("{ __schema { queryType { name } } }", key=key)
     assert data(result)["__schema"]["queryType"]["name"] == "Query"
 
 

@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import strawberry
 from graphql.error import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
 from graphql_api.schema.execution import SharedEventExecutor
-from graphql_api.schema.extensions import ErrorCodes, FreshLoaders, RequestChecks
+from graphql_api.schema.documents import Documents
+from graphql_api.schema.extensions import ErrorCodes, FreshLoaders
 from graphql_api.schema.mutation import Mutation
 from graphql_api.schema.query import Query
 from graphql_api.schema.reruns import Subscription
@@ -38,8 +38,6 @@ schema = Schema(
     extensions=[
         ErrorCodes,
         FreshLoaders,
-        lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
-        RequestChecks,
+        Documents,
     ],
 )
