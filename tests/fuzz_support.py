@@ -260,7 +260,7 @@ CODES = "unexpected_codes"
 TABLES = "failed_request_changed_tables"
 LOG = "server_log"
 SLOW = "slow_answer"
-SLOW_S = 5.0  # no request of a fuzz case is worth more than this of the server's time
+SLOW_S = 10.0  # no request of a fuzz case is worth more than this of the server's time
 PROPERTIES = {
     HTTP_5XX: "no HTTP 5xx",
     NO_RESPONSE: "the server answers (no dropped connection, no timeout)",
@@ -907,7 +907,7 @@ class OperationFactory:
         names = sorted(named.fields)
         if depth >= self.MAX_DEPTH:
             names = [n for n in names if is_leaf_type(get_named_type(named.fields[n].type))] or ["__typename"]
-        chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+        chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=4, unique=True))
         return "{ " + " ".join(self.field(draw, d, named, name, depth + 1) for name in chosen) + " }"
 
     def field(self, draw: Any, d: Draft, parent: Any, name: str, depth: int, *, focus: bool = False) -> str:
@@ -1117,6 +1117,10 @@ def transport_cases(target: Target) -> list[Case]:
              refusal="the document is not valid"),
         Case("raw: fragment cycle", body=_json({"query": "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"}),
              headers=js, refusal="the document is not valid"),
+        # Found by the generated requests: a nested error that nulls a list item while a sibling branch awaits the
+        # same DataLoader key (here an agent's draft).
+        Case("raw: nested error beside a branch sharing a loader", body=_json({"query": "{ calls { nodes { agent { "
+             "calls(first: 101) { nodes { id } } draft { id } } } edges { node { agent { draft { id } } } } } }"}), headers=js),
         Case("raw: introspection without a key", body=_json({"query": "{ __schema { types { name } } }"}),
              headers={"Content-Type": "application/json"}),
         # HTTP methods and content types.

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.fuzz_support import OperationFactory, Runner, api_schema, raw_body_case, running_target, transport_cases
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "800"))  # about 500 distinct requests
+# Hypothesis keeps caches (its Unicode tables) on disk; not in the work tree.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "graphql-api-hypothesis")
 RAW_PERCENT = 20  # of generated requests, how many are random bodies rather than operations of the schema
 
 
