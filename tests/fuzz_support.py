@@ -1117,6 +1117,24 @@ def transport_cases(target: Target) -> list[Case]:
              refusal="the document is not valid"),
         Case("raw: fragment cycle", body=_json({"query": "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"}),
              headers=js, refusal="the document is not valid"),
+        # Seeds: one request for each bug class fuzzing has found, so the bounded run always tries them.
+        *(Case(f"raw: seed, {name}", body=_json({"query": query, "variables": variables}), headers=js)
+          for name, query, variables in (
+              ("NUL in an id", "query($id: ID!) { call(id: $id) { id } }", {"id": "call_\x00"}),
+              ("lone surrogate in an id", "query($id: ID!) { rerunJob(id: $id) { id } }", {"id": "\ud800"}),
+              ("instant before year 1 in UTC", "query($d: DateTime) { calls(filter: {startedAfter: $d}) { nodes { id } } }",
+               {"d": "0001-01-01T00:00:00+14:00"}),
+              ("instant after year 9999 in UTC", "query($d: DateTime) { chats(filter: {startedBefore: $d}) { nodes { id } } }",
+               {"d": "9999-12-31T23:59:59-14:00"}),
+              ("cursor position past 2^31", "query($id: ID!, $a: String) { rerunJob(id: $id) { items(after: $a) { nodes { status } } } }",
+               {"id": job, "a": _b64(b'["item", 2147483648]')}),
+              ("keyset cursor before year 1", "query($a: String) { agents(after: $a) { nodes { id } } }",
+               {"a": _b64(b'["agent", "0001-01-01T00:00:00+14:00", "agent_x"]')}),
+          )),
+        *(Case(f"raw: seed, maxCostUsd {value!r}", body=_json({"query": "mutation($i: RerunAnalysisInput!) { rerunAnalysis(input: $i) { reused } }",
+               "variables": {"i": {"agentId": agent, "dryRun": True, "maxCostUsd": value}}}), headers=js,
+               refusal=f"maxCostUsd={value!r} is not a decimal in plain notation")
+          for value in ("-0", " 1 ", "1_000", "1e999", "\u0661\u0662\u0663")),
         # Found by the generated requests: a nested error that nulls a list item while a sibling branch awaits the
         # same DataLoader key (here an agent's draft).
         Case("raw: nested error beside a branch sharing a loader", body=_json({"query": "{ calls { nodes { agent { "
