@@ -35,7 +35,7 @@ from graphql_api.errors import ApiError
 from graphql_api.graphiql import wants_graphiql
 from graphql_api.schema import schema
 from graphql_api.schema.context import Context
-from graphql_api.schema.extensions import with_code
+from graphql_api.schema.extensions import INTERNAL_MESSAGE, with_code
 from graphql_api.workspaces import PREFIX_LENGTH, bearer_key
 
 if TYPE_CHECKING:
@@ -248,6 +248,13 @@ async def handle(view: GraphQLView, request: Request) -> Response:
         )
     except MissingQueryError:
         return _request_failed("The request has no GraphQL document.", media_type)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the request itself is being cancelled (the client left, the server stops)
+        # A resolver's cancellation escaped the executor: a bug of ours, answered like any other.
+        log.exception("request_failed_unexpectedly key=%s", context.key_prefix)
+        return _answer(_error_payload(INTERNAL_MESSAGE, {"code": "INTERNAL"}), 500, media_type)
 
     errors = [with_code(error) for error in result.errors or ()]
     payload: dict[str, Any] = {}

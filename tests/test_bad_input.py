@@ -235,3 +235,14 @@ async def test_websocket_errors_carry_codes_lone_surrogates_included(db_url: str
             assert refusals[0]["payload"][0]["extensions"]["value"] == 100
         log = server.log_path.read_text()
     assert "Traceback" not in log
+
+
+async def test_an_error_that_nulls_a_list_item_leaves_the_other_items_answers_whole(api, key) -> None:
+    """graphql-core cancels the pending siblings of a failed list item; a loader's shared answer must survive."""
+    await load(api, "acme", [call(f"call_{i}", minute=i) for i in range(1, 6)])
+    query = ("{ calls { nodes { agent { calls(first: 101) { nodes { id } } draft { id } } } "
+             "edges { node { agent { draft { id } } } } } }")
+    for _ in range(5):
+        response = await api.client.post("/graphql", json={"query": query}, headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200, response.text[:300]
+        assert set(error_codes(response.json())) == {"BAD_USER_INPUT"}, response.text[:300]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from strawberry.dataloader import DataLoader
@@ -23,21 +24,33 @@ def _grouped(rows: Iterable[Any], keys: list, key_of) -> list[list]:
     return [groups.get(key, []) for key in keys]
 
 
+class SharedLoader(DataLoader):
+    """A DataLoader whose cached answer survives the cancellation of one of its waiters.
+
+    graphql-core cancels the pending resolvers of a list when an error nulls one of its items; a
+    cancelled task cancels the future it awaits, and the loader's cache hands that same future to every
+    resolver asking for the key. Each caller awaits its own shield instead, so the answer stays whole.
+    """
+
+    def load(self, key: Any) -> Awaitable[Any]:
+        return asyncio.shield(super().load(key))
+
+
 class Loaders:
     """Loaders return raw rows (or None); the schema types map them."""
 
     def __init__(self, db: Database, workspace_id: int):
         self.db = db
         self.workspace_id = workspace_id
-        self.agent = DataLoader(self._agents)
-        self.version = DataLoader(self._versions)
-        self.draft = DataLoader(self._drafts)
-        self.versions_of_agent = DataLoader(self._versions_of_agents)
-        self.conversation = DataLoader(self._conversations)
-        self.current_analysis = DataLoader(self._current_analysis)
-        self.analysis_history = DataLoader(self._analysis_history)
-        self.config_changes = DataLoader(self._config_changes)
-        self.result = DataLoader(self._results)
+        self.agent = SharedLoader(self._agents)
+        self.version = SharedLoader(self._versions)
+        self.draft = SharedLoader(self._drafts)
+        self.versions_of_agent = SharedLoader(self._versions_of_agents)
+        self.conversation = SharedLoader(self._conversations)
+        self.current_analysis = SharedLoader(self._current_analysis)
+        self.analysis_history = SharedLoader(self._analysis_history)
+        self.config_changes = SharedLoader(self._config_changes)
+        self.result = SharedLoader(self._results)
 
     async def _agents(self, keys: list[str]) -> list:
         rows = await self.db.fetch_all("agents_by_ids", workspace_id=self.workspace_id, agent_ids=keys)

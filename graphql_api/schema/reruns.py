@@ -336,6 +336,8 @@ class RerunQueries:
         rows = await info.context.db.fetch_all(
             "rerun_jobs_page", workspace_id=workspace.id, agent_id=agent_id, after_at=after_at, after_id=after_id, limit=limit + 1
         )
+        if not rows and agent_id is not None and await info.context.loaders.agent.load(agent_id) is None:
+            raise not_found("agent", agent_id)  # like every other id: unknown and foreign alike
         created = {r["job_id"]: r["created_at"] for r in rows}
         return build_connection(
             [RerunJob.from_row(r) for r in rows[:limit]],
