@@ -1,4 +1,5 @@
-"""Command line: `python -m graphql_api serve | run | migrate | seed | worker | import FILE | create-api-key`."""
+"""Command line: `python -m graphql_api serve | run | migrate | seed | worker | import FILE | create-api-key |
+revoke-api-key | list-api-keys`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from graphql_api.config import Settings
@@ -55,6 +57,48 @@ async def _create_api_key(settings: Settings, url: str, workspace: str) -> str:
     async with open_services(settings, url) as services:
         _, key = await create_api_key(db=services.db, workspace_name=workspace)
     return key
+
+
+async def _revoke_api_key(settings: Settings, url: str, prefix_or_key: str) -> int:
+    """Exit status 0 when a key was revoked, 1 when none was (no match, already revoked, or a prefix of several)."""
+    from graphql_api.workspaces import revoke_api_key
+
+    async with open_services(settings, url) as services:
+        outcome = await revoke_api_key(db=services.db, prefix_or_key=prefix_or_key)
+    for key in outcome.revoked:
+        print(f"revoked {key.prefix} (workspace {key.workspace}, created {_instant(key.created_at)}): "
+              "servers refuse it and close its WebSockets now")
+    if outcome.revoked:
+        return 0
+    live = [key for key in outcome.matched if key.revoked_at is None]
+    if len(live) > 1:
+        print(f"{len(live)} keys share the prefix {prefix_or_key}; nothing revoked: pass the whole key", file=sys.stderr)
+    elif outcome.matched:
+        for key in outcome.matched:
+            print(f"{key.prefix} (workspace {key.workspace}) was already revoked at {_instant(key.revoked_at)}", file=sys.stderr)
+    else:
+        print(f"no API key matches {prefix_or_key!r} (give the prefix shown by list-api-keys, or the whole key)",
+              file=sys.stderr)
+    return 1
+
+
+async def _list_api_keys(settings: Settings, url: str, workspace: str | None) -> int:
+    from graphql_api.workspaces import list_api_keys
+
+    async with open_services(settings, url) as services:
+        keys = await list_api_keys(db=services.db, workspace_name=workspace)
+    rows = [("PREFIX", "WORKSPACE", "CREATED", "REVOKED")] + [
+        (key.prefix, key.workspace, _instant(key.created_at), _instant(key.revoked_at) if key.revoked_at else "-")
+        for key in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    return 0
+
+
+def _instant(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _demo_key(settings: Settings, url: str) -> str:
@@ -111,6 +155,8 @@ def _serve(settings: Settings, url: str) -> None:
         log_config=None,
         access_log=settings.access_log,
         ws_ping_interval=20,
+        # Frames over the limit are refused (close 1009) before they are read whole; graphql_api.websocket checks too.
+        ws_max_size=settings.max_ws_message_bytes,
         # Progress messages are small; compressing each one for each subscriber costs more than it saves.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
@@ -140,6 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--workspace", default=DEMO_WORKSPACE, help="target workspace (created when missing)")
     key = sub.add_parser("create-api-key", help="create an API key; the key is printed alone on the last line")
     key.add_argument("--workspace", required=True)
+    revoke = sub.add_parser(
+        "revoke-api-key",
+        help="revoke an API key by its prefix (as listed) or the whole key; every server refuses it and closes its "
+        "WebSockets within seconds",
+        epilog="exit status: 0 when a key was revoked, 1 when none was (no match, already revoked, or a prefix that "
+        "several keys share)",
+    )
+    revoke.add_argument("key", metavar="PREFIX_OR_KEY")
+    listing = sub.add_parser("list-api-keys", help="list API keys: prefix, workspace, created, revoked (never the key)")
+    listing.add_argument("--workspace", help="only this workspace's keys")
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -173,6 +229,10 @@ def _command(args: argparse.Namespace, settings: Settings, url: str, stop_signal
         created = asyncio.run(_create_api_key(settings, url, args.workspace))
         print(f"API key for workspace {args.workspace} (shown once, store it now):")
         print(created)
+    elif args.command == "revoke-api-key":
+        return asyncio.run(_revoke_api_key(settings, url, args.key))
+    elif args.command == "list-api-keys":
+        return asyncio.run(_list_api_keys(settings, url, args.workspace))
     elif args.command == "worker":
         from graphql_api.reruns.worker import run_worker_process
 

@@ -29,7 +29,7 @@ from graphql_api.schema import schema
 from graphql_api.schema.context import Context
 from graphql_api.schema.extensions import with_code
 from graphql_api.services import Services, open_services
-from graphql_api.websocket import MAX_SUBSCRIPTIONS, LegacyWSHandler, TransportWSHandler
+from graphql_api.websocket import LegacyWSHandler, TransportWSHandler, admit
 from graphql_api.workspaces import bearer_key
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ class GraphQLView(GraphQL):
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, **kwargs: Any):
-        super().__init__(schema, max_subscriptions_per_connection=MAX_SUBSCRIPTIONS, **kwargs)
+        # WebSocket limits come from the settings, read by the protocol handlers (graphql_api.websocket).
+        super().__init__(schema, **kwargs)
         self._graphiql_html: str | None = None
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
@@ -56,9 +57,8 @@ class GraphQLView(GraphQL):
         return Context(services=services, request=request, response=response)
 
     async def on_ws_connect(self, context: Context) -> Any:
-        params = context.connection_params or {}
-        authorization = params.get("Authorization") or params.get("authorization") if isinstance(params, dict) else None
-        await _authenticate(context, authorization if isinstance(authorization, str) else None)
+        # A socket without a valid key, or over a cap, is closed and never acknowledged (graphql_api.websocket).
+        await admit(context)
         return await super().on_ws_connect(context)
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:

@@ -1,4 +1,5 @@
-"""Rerun progress: one LISTEN connection per process, fanned out to in-process subscribers.
+"""Rerun progress: one LISTEN connection per process, fanned out to in-process subscribers. The same connection
+hears API key revocations (the authenticators forget the key and close its WebSockets).
 
 Notifications only say "job J has N finished items now"; the events themselves are read from the
 tables, once per job per process however many subscribe, and each subscriber fills any gap in the
@@ -19,14 +20,17 @@ import asyncpg
 import orjson
 
 from graphql_api.db import Database
+from graphql_api.workspaces import key_revoked, recheck_sessions
 
 log = logging.getLogger(__name__)
 
 CHANNEL_PROGRESS = "rerun_progress"
 CHANNEL_QUEUED = "rerun_queued"
+CHANNEL_KEY_REVOKED = "api_key_revoked"  # payload: the key's id (migration 007)
 FINAL_STATUSES = {"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"}
 FETCH_BATCH = 500
 QUEUE_LIMIT = 10_000
+KEY_RECHECK_S = 10.0  # also how often the listener connection proves it is alive
 
 
 @dataclass
@@ -214,6 +218,12 @@ class ProgressHub:
             if self.on_queued is not None:
                 self.on_queued()
             return
+        if channel == CHANNEL_KEY_REVOKED:
+            try:
+                key_revoked(db=self.db, key_id=int(payload))
+            except ValueError:
+                log.warning("key_revocation_unreadable payload=%.200s", payload)
+            return
         try:
             message = orjson.loads(payload)
             watch = self._watches.get((int(message["w"]), message["j"]))
@@ -222,6 +232,14 @@ class ProgressHub:
             return
         if watch is not None:
             watch.dirty.set()
+
+    async def _recheck_keys(self, *, forget_cached: bool = False) -> None:
+        """The safety net of revocation notices: a lost one delays the end of a revoked key's sockets by at most
+        KEY_RECHECK_S (or until this connection is back)."""
+        try:
+            await recheck_sessions(db=self.db, forget_cached=forget_cached)
+        except Exception as exc:  # the database may be restarting; the next round tries again
+            log.warning("key_recheck_failed error=%s", type(exc).__name__)
 
     async def _listen_forever(self) -> None:
         delay = 0.2
@@ -233,19 +251,24 @@ class ProgressHub:
                 conn.add_termination_listener(lambda _c: closed.set())
                 await conn.add_listener(CHANNEL_PROGRESS, self._on_notification)
                 await conn.add_listener(CHANNEL_QUEUED, self._on_notification)
+                await conn.add_listener(CHANNEL_KEY_REVOKED, self._on_notification)
                 self.connected.set()
-                log.info("progress_listener_connected channels=%s,%s", CHANNEL_PROGRESS, CHANNEL_QUEUED)
+                log.info(
+                    "progress_listener_connected channels=%s,%s,%s", CHANNEL_PROGRESS, CHANNEL_QUEUED, CHANNEL_KEY_REVOKED
+                )
                 delay = 0.2
                 # Anything sent while we were away is read now.
                 for watch in self._watches.values():
                     watch.dirty.set()
                 if self.on_queued is not None:
                     self.on_queued()
+                await self._recheck_keys(forget_cached=True)
                 while not closed.is_set():
                     try:
-                        await asyncio.wait_for(closed.wait(), timeout=10)
+                        await asyncio.wait_for(closed.wait(), timeout=KEY_RECHECK_S)
                     except TimeoutError:
                         await conn.execute("SELECT 1")  # a dead socket shows itself here
+                        await self._recheck_keys()
             except asyncio.CancelledError:
                 if conn is not None and not conn.is_closed():
                     await conn.close()
