@@ -29,7 +29,7 @@ from graphql_api.schema import schema
 from graphql_api.schema.context import Context
 from graphql_api.schema.extensions import with_code
 from graphql_api.services import Services, open_services
-from graphql_api.websocket import LegacyWSHandler, TransportWSHandler, admit
+from graphql_api.websocket import LegacyWSHandler, TransportWSHandler, admit, socket_metrics
 from graphql_api.workspaces import bearer_key
 
 log = logging.getLogger(__name__)
@@ -84,17 +84,6 @@ class GraphQLView(GraphQL):
         return HTMLResponse(self._graphiql_html)
 
 
-async def _authenticate(context: Context, authorization: str | None) -> None:
-    key = bearer_key(authorization)
-    if authorization and key is None:
-        context.auth_error = "The Authorization header must be `Bearer <API key>`."
-    elif key is not None:
-        context.key_prefix = key[:10]
-        context.workspace = await context.services.authenticator.workspace_for(key)
-        if context.workspace is None:
-            context.auth_error = "The API key is not valid (unknown or revoked)."
-
-
 async def healthz(request: Request) -> Response:
     services: Services = request.app.state.services
     try:
@@ -145,6 +134,7 @@ async def metrics(request: Request) -> Response:
         ]
     if services.progress is not None:
         lines += [f"progress_notifications_total {services.progress.notifications}"]
+    lines += socket_metrics(services)
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
@@ -190,7 +180,8 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
             yield
             log.info("server_stopping reason=shutdown")
 
-    view = GraphQLView()
+    # Browsers on the configured origins may open the WebSocket too (Strawberry refuses other origins).
+    view = GraphQLView(allowed_origins=settings.cors_origins)
 
     async def graphql_over_http(request: Request) -> Response:
         return await graphql_http.handle(view, request)

@@ -192,6 +192,7 @@ async def test_production_closes_introspection_graphiql_and_metrics(db_url) -> N
         assert (await api.client.get("/metrics")).status_code == 401
         metrics = await api.client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
         assert metrics.status_code == 200 and "graphql_document_cache_bytes" in metrics.text
+        assert "graphql_ws_sockets_open 0" in metrics.text
 
 
 async def test_cors_only_for_configured_origins_and_security_headers(db_url) -> None:
