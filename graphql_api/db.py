@@ -1,5 +1,5 @@
-"""The database: `databases` pooled connections for queries, named SQL from sql/, migrations,
-and the embedded PostgreSQL used when DATABASE_URL is unset.
+"""The database: `databases` pooled connections for queries, named SQL from the package's sql/,
+migrations, and the embedded PostgreSQL used when DATABASE_URL is unset.
 
 Everything that touches `databases` (and through it SQLAlchemy) stays in this module.
 """
@@ -16,6 +16,8 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -24,11 +26,10 @@ import asyncpg
 import databases
 import orjson
 
-from graphql_api.config import ROOT
-
 log = logging.getLogger(__name__)
 
-SQL_DIR = ROOT / "sql"
+# Package data, so an installed package (a wheel, a container image) finds it as well as a checkout.
+SQL_DIR: Traversable = files("graphql_api") / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 QUERIES_DIR = SQL_DIR / "queries"
 
@@ -74,10 +75,14 @@ def parse_queries(text: str, *, source: str) -> dict[str, NamedQuery]:
     return queries
 
 
-def load_queries(directory: Path = QUERIES_DIR) -> dict[str, NamedQuery]:
+def _sql_files(directory: Traversable) -> list[Traversable]:
+    return sorted((f for f in directory.iterdir() if f.name.endswith(".sql") and f.is_file()), key=lambda f: f.name)
+
+
+def load_queries(directory: Traversable = QUERIES_DIR) -> dict[str, NamedQuery]:
     queries: dict[str, NamedQuery] = {}
-    for path in sorted(directory.glob("*.sql")):
-        for name, query in parse_queries(path.read_text(), source=path.name).items():
+    for path in _sql_files(directory):
+        for name, query in parse_queries(path.read_text(encoding="utf-8"), source=path.name).items():
             if name in queries:
                 raise ValueError(f"{path.name}: query {name!r} already defined in another file")
             queries[name] = query
@@ -193,10 +198,10 @@ class Database:
 # ---- migrations -------------------------------------------------------------------------------
 
 
-def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
+def migration_files(directory: Traversable = MIGRATIONS_DIR) -> list[tuple[int, str, Traversable]]:
     found = []
-    for path in sorted(directory.glob("*.sql")):
-        number, _, rest = path.stem.partition("_")
+    for path in _sql_files(directory):
+        number, _, rest = path.name.removesuffix(".sql").partition("_")
         found.append((int(number), rest, path))
     numbers = [n for n, _, _ in found]
     if numbers != list(range(1, len(numbers) + 1)):
@@ -219,7 +224,7 @@ async def migrate(url: str) -> list[str]:
         )
         done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
         for number, name, path in migration_files():
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
             checksum = hashlib.sha256(text.encode()).hexdigest()
             if number in done:
                 if done[number] != checksum:
