@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from graphql_api.config import Settings
+from graphql_api.db import MigrationError, migrate
 from graphql_api.logs import setup_logging
 from graphql_api.services import database_url, open_services
 
@@ -21,8 +22,6 @@ DEMO_WORKSPACE = "demo"
 
 
 async def _migrate(settings: Settings, url: str) -> None:
-    from graphql_api.db import migrate
-
     applied = await migrate(url)
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
@@ -148,6 +147,8 @@ def _serve(settings: Settings, url: str) -> None:
 
     from graphql_api.app import create_app
 
+    # A database this code must not run on is refused here, in one line, rather than in uvicorn's lifespan.
+    asyncio.run(migrate(url))
     uvicorn.run(
         create_app(settings, url),
         host=settings.host,
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with database_url(settings) as url:
             return _command(args, settings, url, stop_signals)
+    except MigrationError as refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 1
     except _Stopped as stopped:
         name = signal.Signals(stopped.signum).name
         log.info("process_stopped command=%s signal=%s", args.command, name)

@@ -198,6 +198,29 @@ class Database:
 # ---- migrations -------------------------------------------------------------------------------
 
 
+class MigrationError(RuntimeError):
+    """The database's recorded migrations don't match this code's: the process must not start on it."""
+
+
+# Checksums that released migrations had before they were edited in place (001 and 003, before the
+# rule that a released migration is never edited). A database migrated by such a release recorded one
+# of these; it is accepted beside the file's own checksum, and anything else is refused. No entry is
+# ever added here: a released migration is not edited again, a change goes in a new migration.
+SUPERSEDED_CHECKSUMS: dict[int, frozenset[str]] = {
+    1: frozenset({
+        "e9def415acfabf759a1b66524694f7150195340e22594e4aa6c845b7ecb74f83",  # 001_init as of a0792b9
+    }),
+    3: frozenset({
+        "756f5b2c50757fc7e81de671298215479e609d3c84f6b18315fc3cda30bf8020",  # 003_reruns as of 81c3779
+        "d3b05c0f6fbbca65d429bbcd4c8607652ab407a207afad528a7cdf0f52be737b",  # 003_reruns as of 1d8a591
+    }),
+}
+
+
+def migration_checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def migration_files(directory: Traversable = MIGRATIONS_DIR) -> list[tuple[int, str, Traversable]]:
     found = []
     for path in _sql_files(directory):
@@ -209,8 +232,35 @@ def migration_files(directory: Traversable = MIGRATIONS_DIR) -> list[tuple[int, 
     return found
 
 
+def check_recorded_migrations(recorded: Sequence[tuple[int, str, str]], files: dict[int, tuple[str, str]]) -> None:
+    """Refuse a database migrated past this code, or with a migration this code never released.
+
+    `recorded` holds (version, name, checksum) rows of schema_migrations; `files` maps each of this
+    code's migration numbers to (name, checksum).
+    """
+    newer = [(version, name) for version, name, _ in recorded if version not in files]
+    if newer:
+        found = ", ".join(f"{version:03d}_{name}" for version, name in newer)
+        raise MigrationError(
+            f"the database schema is newer than this code: it has migration {found}, and this code only knows "
+            f"001..{max(files, default=0):03d}. A newer release migrated it; run that release (or a later one) "
+            "against this database, not this one."
+        )
+    for version, name, checksum in recorded:
+        file_name, file_checksum = files[version]
+        if checksum != file_checksum and checksum not in SUPERSEDED_CHECKSUMS.get(version, ()):
+            raise MigrationError(
+                f"checksum mismatch for migration {version:03d}_{file_name}: this database applied "
+                f"{version:03d}_{name} with checksum {checksum[:12]}, which is neither this code's file "
+                f"({file_checksum[:12]}) nor any released version of it. Released migrations are never edited: "
+                "restore the file as released and fix forward with a new migration."
+            )
+
+
 async def migrate(url: str) -> list[str]:
-    """Apply the migrations not yet recorded, in order, each in its own transaction."""
+    """Apply the migrations not yet recorded, in order, each in its own transaction, after checking the
+    recorded ones (MigrationError when the database is newer than the code or a checksum is unknown)."""
+    migrations = [(number, name, path.read_text(encoding="utf-8")) for number, name, path in migration_files()]
     applied_now = []
     conn = await asyncpg.connect(dsn=url)
     try:
@@ -222,20 +272,23 @@ async def migrate(url: str) -> list[str]:
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
-        for number, name, path in migration_files():
-            text = path.read_text(encoding="utf-8")
-            checksum = hashlib.sha256(text.encode()).hexdigest()
+        recorded = [
+            (r["version"], r["name"], r["checksum"])
+            for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+        ]
+        check_recorded_migrations(
+            recorded, {number: (name, migration_checksum(text)) for number, name, text in migrations}
+        )
+        done = {version for version, _, _ in recorded}
+        for number, name, text in migrations:
             if number in done:
-                if done[number] != checksum:
-                    log.warning("migration_changed_after_apply version=%s name=%s", number, name)
                 continue
             started = time.perf_counter()
             async with conn.transaction():
                 await conn.execute(text)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    number, name, checksum,
+                    number, name, migration_checksum(text),
                 )
             log.info("migration_applied version=%s name=%s ms=%.0f", number, name, (time.perf_counter() - started) * 1000)
             applied_now.append(f"{number:03d}_{name}")

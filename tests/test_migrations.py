@@ -1,11 +1,34 @@
-"""Migrations apply from an empty database, are recorded, and the schema enforces the invariants."""
+"""Migrations apply from an empty database, are recorded, are never edited once released, refuse a database
+they don't match, and the schema enforces the invariants."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
 
 import asyncpg
 import pytest
 
-from graphql_api.db import migrate, migration_files, with_database
+from graphql_api.db import (
+    MIGRATIONS_DIR,
+    SUPERSEDED_CHECKSUMS,
+    MigrationError,
+    migrate,
+    migration_checksum,
+    migration_files,
+    with_database,
+)
+from tests.conftest import running_api
+
+MANIFEST = MIGRATIONS_DIR / "SHA256SUMS"
+
+
+def released_checksums() -> dict[str, str]:
+    """File name -> checksum, from the committed manifest."""
+    lines = MANIFEST.read_text(encoding="utf-8").splitlines()
+    return {name: checksum for checksum, name in (line.split() for line in lines if line and not line.startswith("#"))}
 
 
 async def test_migrations_apply_to_an_empty_database_once(server_url: str) -> None:
@@ -27,6 +50,87 @@ async def test_migrations_apply_to_an_empty_database_once(server_url: str) -> No
     finally:
         await admin.execute('DROP DATABASE "gqlapi_migrate_empty" WITH (FORCE)')
         await admin.close()
+
+
+def test_released_migrations_are_never_edited() -> None:
+    released = released_checksums()
+    files = {path.name: migration_checksum(path.read_text(encoding="utf-8")) for _, _, path in migration_files()}
+    edited = [name for name in files if name in released and files[name] != released[name]]
+    assert not edited, (
+        f"released migrations edited: {', '.join(edited)}. A released migration is never edited (databases have "
+        "applied it as it was): restore it and fix forward with a new migration."
+    )
+    removed = sorted(set(released) - set(files))
+    assert not removed, f"released migrations removed: {', '.join(removed)}; restore them and fix forward."
+    new = [f"{checksum}  {name}" for name, checksum in files.items() if name not in released]
+    assert not new, (
+        "migrations missing from graphql_api/sql/migrations/SHA256SUMS; once the new migration is final, add:\n"
+        + "\n".join(new)
+    )
+
+
+def test_superseded_checksums_are_earlier_versions_of_released_migrations() -> None:
+    current = {number: migration_checksum(path.read_text(encoding="utf-8")) for number, _, path in migration_files()}
+    assert SUPERSEDED_CHECKSUMS.keys() <= current.keys()
+    for number, checksums in SUPERSEDED_CHECKSUMS.items():
+        assert current[number] not in checksums
+        assert all(len(checksum) == 64 and int(checksum, 16) >= 0 for checksum in checksums)
+
+
+async def _record(db_url: str, sql: str, *args: object) -> None:
+    conn = await asyncpg.connect(dsn=db_url)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "checksum"),
+    [(version, checksum) for version, checksums in sorted(SUPERSEDED_CHECKSUMS.items()) for checksum in sorted(checksums)],
+)
+async def test_a_database_migrated_by_an_earlier_release_of_an_edited_migration_starts(
+    db_url: str, version: int, checksum: str
+) -> None:
+    await _record(db_url, "UPDATE schema_migrations SET checksum = $2 WHERE version = $1", version, checksum)
+    assert await migrate(db_url) == []  # what every process runs as it starts
+
+
+def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GEMINI_BASE_URL")}
+    env.update(DATABASE_URL=db_url, HOST="127.0.0.1", PORT="1")  # never serves: refused before binding
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run(
+            [sys.executable, "-m", "graphql_api", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        )
+
+
+async def test_a_migration_edited_after_release_stops_the_start(db_url: str) -> None:
+    await _record(db_url, "UPDATE schema_migrations SET checksum = $1 WHERE version = 3", migration_checksum("edited"))
+    with pytest.raises(MigrationError, match=r"checksum mismatch for migration 003_reruns.*fix forward"):
+        await migrate(db_url)
+    with pytest.raises(MigrationError, match="checksum mismatch"):
+        async with running_api(db_url):
+            pass
+    served = _cli(db_url, "serve")
+    assert served.returncode == 1
+    assert served.stderr.startswith("error: checksum mismatch for migration 003_reruns"), served.stderr
+    assert "Traceback" not in served.stderr
+
+
+async def test_a_database_newer_than_the_code_is_refused(db_url: str) -> None:
+    future = len(migration_files()) + 1
+    await _record(
+        db_url, "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, 'from_a_newer_release', 'x')", future
+    )
+    expected = f"schema is newer than this code: it has migration {future:03d}_from_a_newer_release"
+    with pytest.raises(MigrationError, match=expected):
+        await migrate(db_url)
+    for command in ("serve", "migrate"):
+        refused = _cli(db_url, command)
+        assert refused.returncode == 1
+        assert refused.stderr.startswith(f"error: the database {expected}"), refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 async def _seed_agent(conn: asyncpg.Connection) -> None:
