@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test fuzz schema bench bench-queries bench-reruns clean
+.PHONY: setup run test fuzz schema bench bench-queries bench-reruns load clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ bench-queries: setup
 
 bench-reruns: setup
 	$(PY) -m bench.reruns
+
+# Mixed well-behaved load, alone then beside an abusive stream (issue 8); LOAD_SECONDS, LOAD_CLIENTS ... in bench/load.py.
+load: setup
+	$(PY) -m bench.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache
