@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -142,6 +143,18 @@ async def _import(settings: Settings, url: str, file: Path, workspace_name: str)
     return 1 if report.errors else 0
 
 
+async def _worker(settings: Settings, url: str) -> None:
+    """`python -m graphql_api worker`: workers without the HTTP server, until SIGTERM or SIGINT."""
+    settings = dataclasses.replace(settings, run_workers=True)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    async with open_services(settings, url, background=True):
+        await stopped.wait()
+        log.info("rerun_worker_process_stopping reason=signal")
+
+
 def _serve(settings: Settings, url: str) -> None:
     import uvicorn
 
@@ -238,10 +251,8 @@ def _command(args: argparse.Namespace, settings: Settings, url: str, stop_signal
     elif args.command == "list-api-keys":
         return asyncio.run(_list_api_keys(settings, url, args.workspace))
     elif args.command == "worker":
-        from graphql_api.reruns.worker import run_worker_process
-
         try:
-            asyncio.run(run_worker_process(settings, url))
+            asyncio.run(_worker(settings, url))
         finally:
             # The worker's event loop handles the signals itself and resets them to the defaults as it closes.
             stop_signals.install()

@@ -19,10 +19,11 @@ import asyncpg
 import orjson
 
 from graphql_api.agents import CONFIG_KEYS, config_of
-from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer, Conversation, Utterance
+from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer
 from graphql_api.analysis.config import effective_config, validate_data_fields, validate_model, validate_prompt
 from graphql_api.analysis.pricing import DEFAULT_MODEL
-from graphql_api.analysis.results import record_failed_run, record_result
+from graphql_api.analyses import record_failed_run, record_result
+from graphql_api.conversations import ANALYZABLE_STATUSES, conversation_for_analysis
 from graphql_api.db import Database
 from graphql_api.errors import ApiError
 
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 CALL_STATUSES = {"registered", "not_connected", "ongoing", "ended", "error"}
 CHAT_STATUSES = {"ongoing", "ended", "error"}
-# Conversations still in progress have nothing final to analyze yet.
-ANALYZABLE_STATUSES = {"not_connected", "ended", "error"}
 _SENTIMENTS = {"positive": "POSITIVE", "negative": "NEGATIVE", "neutral": "NEUTRAL", "unknown": "UNKNOWN"}
 
 
@@ -380,23 +379,6 @@ def _imported_outcome(analysis: dict[str, Any], kind: str) -> dict[str, Any]:
         "in_voicemail": voicemail if isinstance(voicemail, bool) and kind == "CALL" else None,
         "custom_data": custom,
     }
-
-
-def conversation_for_analysis(row: Any) -> Conversation:
-    """What an analyzer reads of a conversations row (or a parsed import record)."""
-    return Conversation(
-        id=row["conversation_id"],
-        kind=row["kind"],
-        transcript=row["transcript"],
-        utterances=tuple(
-            Utterance(role=u["role"], content=u.get("content", ""))
-            for u in row["utterances"]
-            if u.get("role") in ("agent", "user")
-        ),
-        status=row["status"],
-        disconnection_reason=row["disconnection_reason"],
-        duration_ms=row["duration_ms"],
-    )
 
 
 # ---- writing ----------------------------------------------------------------------------------

@@ -4,10 +4,8 @@ before any resolver or SQL statement runs. Then the production posture: introspe
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import asyncpg

@@ -6,7 +6,6 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,47 +21,12 @@ from graphql_api.analysis.prompting import (
     build_system_instruction,
     estimate_tokens,
 )
+from graphql_api.conversations import ANALYZABLE_STATUSES, Selection
 from graphql_api.db import Database
 from graphql_api.errors import BadUserInput, Conflict, LimitExceeded, not_found
 
 MAX_TARGETS = 100_000
 MAX_EXPLICIT_IDS = 10_000
-ANALYZABLE = {"not_connected", "ended", "error"}
-
-
-@dataclass(frozen=True)
-class Targets:
-    """What a rerun runs over: explicit ids, or an agent's conversations matching a filter."""
-
-    kind: str  # CALL or CHAT
-    agent_id: str
-    ids: list[str] | None = None
-    versions: list[int] | None = None
-    started_from: datetime | None = None
-    started_to: datetime | None = None
-    statuses: list[str] | None = None
-    successful: bool | None = None
-    sentiments: list[str] | None = None
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "ids": self.ids,
-            "agent_id": self.agent_id,
-            "versions": self.versions,
-            "started_from": self.started_from,
-            "started_to": self.started_to,
-            "statuses": self.statuses,
-            "successful": self.successful,
-            "sentiments": self.sentiments,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.params().items() if v is not None}
-        for key in ("started_from", "started_to"):
-            if key in out:
-                out[key] = out[key].isoformat()
-        return out
 
 
 @dataclass(frozen=True)
@@ -84,7 +48,7 @@ class Plan:
 
 async def resolve_explicit_targets(
     *, db: Database, workspace_id: int, call_ids: list[str], chat_ids: list[str]
-) -> Targets:
+) -> Selection:
     """Check explicit ids: all found in this workspace, finished, and of one agent."""
     ids = list(dict.fromkeys(call_ids + chat_ids))
     if len(ids) > MAX_EXPLICIT_IDS:
@@ -106,17 +70,17 @@ async def resolve_explicit_targets(
             argument="input",
         )
     kinds = {r["kind"] for r in rows.values()}
-    unfinished = [i for i in ids if rows[i]["status"] not in ANALYZABLE]
+    unfinished = [i for i in ids if rows[i]["status"] not in ANALYZABLE_STATUSES]
     if unfinished:
         raise BadUserInput(
             f"{', '.join(unfinished[:5])} {'is' if len(unfinished) == 1 else 'are'} still in progress "
             "(ongoing or registered); only finished conversations can be analyzed.",
             argument="input",
         )
-    return Targets(kind=kinds.pop(), agent_id=agents[0], ids=ids)
+    return Selection(kind=kinds.pop(), agent_id=agents[0], ids=ids)
 
 
-def _request_hash(targets: Targets) -> str:
+def _request_hash(targets: Selection) -> str:
     return hashlib.sha256(orjson.dumps(targets.to_json(), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -124,7 +88,7 @@ async def plan_rerun(
     *,
     db: Database,
     workspace_id: int,
-    targets: Targets,
+    targets: Selection,
     requested_by: str,
     dry_run: bool = False,
     max_cost_usd: Decimal | None = None,

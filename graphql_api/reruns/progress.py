@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from graphql_api.db import Database
+from graphql_api.reruns import FINAL_STATUSES
 from graphql_api.workspaces import key_revoked, recheck_sessions
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 CHANNEL_PROGRESS = "rerun_progress"
 CHANNEL_QUEUED = "rerun_queued"
 CHANNEL_KEY_REVOKED = "api_key_revoked"  # payload: the key's id (migration 007)
-FINAL_STATUSES = {"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"}
 FETCH_BATCH = 500
 QUEUE_LIMIT = 10_000
 KEY_RECHECK_S = 10.0  # also how often the listener connection proves it is alive

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
-import signal
 import socket
 import time
 from typing import Any
 
 from graphql_api.analysis.base import AnalysisError, Analyzer
 from graphql_api.analysis.config import effective_config
-from graphql_api.analysis.results import failure_columns, outcome_columns
-from graphql_api.config import Settings
+from graphql_api.analyses import failure_columns, outcome_columns
 from graphql_api.db import Database
+from graphql_api.reruns import FINAL_STATUSES
 from graphql_api.errors import Conflict, not_found
-from graphql_api.importer import conversation_for_analysis
+from graphql_api.conversations import conversation_for_analysis
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = {"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"}
 # A claimed item whose worker keeps dying gives up after this many claims.
 MAX_ATTEMPTS = 3
 
@@ -269,17 +266,3 @@ async def cancel_rerun(*, db: Database, workspace_id: int, job_id: str) -> Any:
         job = await db.fetch_one("rerun_job_cancel", workspace_id=workspace_id, job_id=job_id, canceled=canceled)
     log.info("rerun_job_cancel job=%s canceled_items=%d status=%s", job_id, canceled, job["status"])
     return job
-
-
-async def run_worker_process(settings: Settings, url: str) -> None:
-    """`python -m graphql_api worker`: workers without the HTTP server, until SIGTERM or SIGINT."""
-    from graphql_api.services import open_services
-
-    settings = dataclasses.replace(settings, run_workers=True)
-    stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopped.set)
-    async with open_services(settings, url, background=True):
-        await stopped.wait()
-        log.info("rerun_worker_process_stopping reason=signal")

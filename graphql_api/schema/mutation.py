@@ -10,8 +10,9 @@ import strawberry
 from graphql_api import agents
 from graphql_api.schema.context import Info
 from graphql_api.schema.reruns import RerunMutations
-from graphql_api.analysis.results import run_preview
-from graphql_api.schema.types import AgentVersion, AnalysisResult, DataFieldType
+from graphql_api.analyses import run_preview
+from graphql_api.schema.enums import DataFieldType
+from graphql_api.schema.types import AgentVersion, AnalysisResult
 
 
 @strawberry.input(description="One custom analysis field.")

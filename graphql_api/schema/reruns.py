@@ -14,7 +14,8 @@ import strawberry
 from strawberry.scalars import JSON
 
 from graphql_api.errors import ApiError, BadUserInput, not_found
-from graphql_api.reruns.planning import Estimate, Targets, create_rerun, estimate_of, resolve_explicit_targets
+from graphql_api.conversations import Selection
+from graphql_api.reruns.planning import Estimate, create_rerun, estimate_of, resolve_explicit_targets
 from graphql_api.reruns.progress import FINAL_STATUSES, finished_count
 from graphql_api.reruns.worker import cancel_rerun
 from graphql_api.schema.context import Info
@@ -28,14 +29,16 @@ from graphql_api.schema.pagination import (
     encode_position,
     page_size,
 )
+from graphql_api.schema.filters import ConversationFilter, selection_of
 from graphql_api.schema.types import (
     Agent,
     AnalysisConfig,
     AnalysisResult,
     Call,
     Chat,
-    ConversationFilter,
     _load_agent,
+    hydrate_conversations,
+    selected_object_fields,
 )
 
 log = logging.getLogger(__name__)
@@ -105,8 +108,6 @@ class RerunItem:
         return await _load_result(info, self._row["previous_result_id"])
 
     async def _conversation(self, info: Info, kind: str) -> Any:
-        from graphql_api.schema.query import hydrate_conversations, selected_object_fields
-
         row = await info.context.loaders.conversation.load(self._row["conversation_id"])
         if row is None or row["kind"] != kind:
             return None
@@ -245,9 +246,7 @@ class RerunAnalysisInput:
     )
 
 
-async def _targets(info: Info, workspace_id: int, input: RerunAnalysisInput) -> Targets:
-    from graphql_api.schema.query import _filter_params
-
+async def _targets(info: Info, workspace_id: int, input: RerunAnalysisInput) -> Selection:
     explicit = input.call_ids is not None or input.chat_ids is not None
     by_filter = input.agent_id is not None or input.filter is not None
     if explicit and by_filter:
@@ -265,17 +264,7 @@ async def _targets(info: Info, workspace_id: int, input: RerunAnalysisInput) -> 
     if agent is None:
         raise not_found("agent", agent_id)
     kind = "CALL" if agent["channel"] == "VOICE" else "CHAT"
-    params = _filter_params(kind, input.filter, agent_id)
-    return Targets(
-        kind=kind,
-        agent_id=agent_id,
-        versions=params["versions"],
-        started_from=params["started_from"],
-        started_to=params["started_to"],
-        statuses=params["statuses"],
-        successful=params["successful"],
-        sentiments=params["sentiments"],
-    )
+    return selection_of(kind, input.filter, agent_id)
 
 
 @strawberry.type

@@ -1,4 +1,4 @@
-"""The GraphQL object types clients see, mapped from database rows.
+"""The GraphQL object types clients see, mapped from database rows, and how their edges are fetched.
 
 Fields that point at other rows return what the parent already fetched when it did, and ask the
 operation's DataLoader otherwise, so a page costs a fixed number of queries either way.
@@ -8,54 +8,27 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
+import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
 from graphql_api.analysis import base
-from graphql_api.errors import NotFound
+from graphql_api.errors import NotFound, not_found
 from graphql_api.schema.context import Info
-from graphql_api.schema.pagination import Connection
-
-@strawberry.enum(description="Where an agent talks to people.")
-class Channel(Enum):
-    VOICE = "VOICE"
-    CHAT = "CHAT"
-
-
-@strawberry.enum(description="What started an analysis run.")
-class AnalysisTrigger(Enum):
-    INITIAL = "INITIAL"
-    RERUN = "RERUN"
-    PREVIEW = "PREVIEW"
-
-
-@strawberry.enum
-class UserSentiment(Enum):
-    NEGATIVE = "NEGATIVE"
-    NEUTRAL = "NEUTRAL"
-    POSITIVE = "POSITIVE"
-    UNKNOWN = "UNKNOWN"
-
-
-@strawberry.enum(description="The type of a custom analysis field.")
-class DataFieldType(Enum):
-    STRING = "STRING"
-    ENUM = "ENUM"
-    BOOLEAN = "BOOLEAN"
-    NUMBER = "NUMBER"
-
-
-@strawberry.enum(description="Status of a call or chat. Chats are only ONGOING, ENDED or ERROR.")
-class ConversationStatus(Enum):
-    REGISTERED = "registered"
-    NOT_CONNECTED = "not_connected"
-    ONGOING = "ongoing"
-    ENDED = "ended"
-    ERROR = "error"
-
+from graphql_api.schema.enums import (
+    AnalysisTrigger,
+    Channel,
+    ConfigChangeOrigin,
+    ConversationStatus,
+    DataFieldType,
+    UserSentiment,
+)
+from graphql_api.schema.filters import ConversationFilter, Kind, selection_of
+from graphql_api.schema.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
 
 @strawberry.type(description="A custom field the analysis extracts from each conversation.")
 class DataField:
@@ -100,13 +73,6 @@ class AnalysisConfig:
             ],
             model=row["model"],
         )
-
-
-@strawberry.enum(description="What made an edit of a draft's analysis config.")
-class ConfigChangeOrigin(Enum):
-    API = "api"  # updateDraftPrompts
-    IMPORT = "import"  # `python -m graphql_api import`
-    SEED = "seed"  # `python -m graphql_api seed` filling what was missing
 
 
 @strawberry.type(description="One edit of a draft's analysis config.")
@@ -363,17 +329,6 @@ def _ms_to_datetime(ms: Any) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-@strawberry.input(description="Narrows a list of calls or chats. Every condition given must hold.")
-class ConversationFilter:
-    agent_id: strawberry.ID | None = None
-    versions: list[int] | None = strawberry.field(default=None, description="Agent versions that handled it.")
-    started_after: datetime | None = strawberry.field(default=None, description="Started at or after (inclusive).")
-    started_before: datetime | None = strawberry.field(default=None, description="Started before (exclusive).")
-    successful: bool | None = strawberry.field(default=None, description="By the current analysis.")
-    user_sentiment: list[UserSentiment] | None = strawberry.field(default=None, description="By the current analysis.")
-    status: list[ConversationStatus] | None = None
-
-
 @strawberry.type(description="A voice or chat agent with numbered versions; its latest version is always a draft.")
 class Agent:
     id: strawberry.ID
@@ -396,16 +351,12 @@ class Agent:
     async def calls(
         self, info: Info, first: int | None = None, after: str | None = None, filter: ConversationFilter | None = None
     ) -> Connection[Call]:
-        from graphql_api.schema.query import list_conversations
-
         return await list_conversations(info, "CALL", first=first, after=after, filter=filter, agent_id=self.id)
 
     @strawberry.field(description="This agent's chats, newest first.")
     async def chats(
         self, info: Info, first: int | None = None, after: str | None = None, filter: ConversationFilter | None = None
     ) -> Connection[Chat]:
-        from graphql_api.schema.query import list_conversations
-
         return await list_conversations(info, "CHAT", first=first, after=after, filter=filter, agent_id=self.id)
 
     @classmethod
@@ -416,3 +367,131 @@ class Agent:
             channel=Channel(row["channel"]),
             created_at=row["created_at"],
         )
+
+
+# ---- fetching the edges of the graph: pages of calls and chats, and their relations -----------------
+# (Here, beside the types, because Agent.calls needs them and they build Agent, Call and Chat objects.)
+
+
+def _fields(selections: Iterable[Any]) -> Iterable[SelectedField]:
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            yield selection
+        elif isinstance(selection, (FragmentSpread, InlineFragment)):
+            yield from _fields(selection.selections)
+
+
+def selected_node_fields(info: Info) -> set[str]:
+    """Names of the fields selected on the nodes of the connection this resolver returns."""
+    names: set[str] = set()
+    for root in _fields(info.selected_fields):
+        for field in _fields(root.selections):
+            if field.name == "nodes":
+                names.update(f.name for f in _fields(field.selections))
+            elif field.name == "edges":
+                for node in _fields(field.selections):
+                    if node.name == "node":
+                        names.update(f.name for f in _fields(node.selections))
+    return names
+
+
+def selected_object_fields(info: Info) -> set[str]:
+    """Names of the fields selected on the object this resolver returns."""
+    return {f.name for root in _fields(info.selected_fields) for f in _fields(root.selections)}
+
+
+async def hydrate_conversations(info: Info, items: list[Call] | list[Chat], selected: set[str]) -> None:
+    """Fill the relations the selection asks for, one batched query per relation for the whole page."""
+    if not items:
+        return
+    loaders = info.context.loaders
+    jobs: list[Any] = []
+
+    if "agent" in selected:
+        async def agents() -> None:
+            rows = await loaders.agent.load_many([c._row["agent_id"] for c in items])
+            cache: dict[str, Agent] = {}
+            for item, row in zip(items, rows):
+                item.agent = cache.get(row["agent_id"]) or cache.setdefault(row["agent_id"], Agent.from_row(row))
+
+        jobs.append(agents())
+    if "agentVersion" in selected:
+        async def versions() -> None:
+            rows = await loaders.version.load_many([(c._row["agent_id"], c._row["agent_version"]) for c in items])
+            cache: dict[tuple[str, int], AgentVersion] = {}
+            for item, row in zip(items, rows):
+                key = (row["agent_id"], row["version"])
+                item.agent_version = cache.get(key) or cache.setdefault(key, AgentVersion.from_row(row))
+
+        jobs.append(versions())
+    missing_analysis = [c for c in items if not c._analysis_loaded] if "analysis" in selected else []
+    if missing_analysis:
+        async def current() -> None:
+            rows = await loaders.current_analysis.load_many([c.id for c in missing_analysis])
+            for item, row in zip(missing_analysis, rows):
+                item.analysis = AnalysisResult.from_row(row) if row is not None else None
+                item._analysis_loaded = True
+
+        jobs.append(current())
+    if "analysisHistory" in selected:
+        async def history() -> None:
+            groups = await loaders.analysis_history.load_many([c.id for c in items])
+            for item, rows in zip(items, groups):
+                item.analysis_history = [AnalysisResult.from_row(r) for r in rows]
+
+        jobs.append(history())
+    if jobs:
+        await asyncio.gather(*jobs)
+
+
+async def list_conversations(
+    info: Info,
+    kind: Kind,
+    *,
+    first: int | None,
+    after: str | None,
+    filter: ConversationFilter | None,
+    agent_id: str | None = None,
+) -> Connection[Any]:
+    workspace = info.context.require_workspace()
+    limit = page_size(first)
+    tag = kind.lower()
+    after_at, after_id = decode_cursor(after, tag)
+    selection = selection_of(kind, filter, agent_id)
+    if selection.agent_id is not None and agent_id is None:
+        if await info.context.loaders.agent.load(selection.agent_id) is None:
+            raise not_found("agent", selection.agent_id)
+    rows = await info.context.db.fetch_all(
+        "conversations_page",
+        workspace_id=workspace.id,
+        kind=kind,
+        after_at=after_at,
+        after_id=after_id,
+        limit=limit + 1,
+        **selection.filter_params(),
+    )
+    model = Call if kind == "CALL" else Chat
+    items = []
+    for row in rows[: limit]:
+        item = model.from_row(row)
+        item.analysis = AnalysisResult.from_row(row, prefix="r_") if row["r_id"] is not None else None
+        item._analysis_loaded = True
+        items.append(item)
+    await hydrate_conversations(info, items, selected_node_fields(info))
+    rows_by_id = {row["conversation_id"]: row for row in rows}
+    return build_connection(
+        items,
+        has_next=len(rows) > limit,
+        after=after,
+        cursor_of=lambda item: encode_cursor(tag, rows_by_id[item.id]["sort_at"], item.id),
+    )
+
+
+async def get_conversation(info: Info, kind: Kind, ident: str) -> Any:
+    info.context.require_workspace()
+    row = await info.context.loaders.conversation.load(ident)
+    if row is None or row["kind"] != kind:
+        raise not_found(kind.lower(), ident)
+    item = (Call if kind == "CALL" else Chat).from_row(row)
+    await hydrate_conversations(info, [item], selected_object_fields(info))
+    return item

@@ -1,12 +1,15 @@
-"""Storing analysis runs: the result, its charge line and the current-result switch commit together
-(in the SQL function record_analysis_result, which rerun workers use too)."""
+"""Analysis runs in the database: the result, its charge line and the current-result switch commit
+together (in the SQL function record_analysis_result, which rerun workers use too); failed runs keep
+their charge line; a preview runs the draft on one conversation."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer, Usage
+from graphql_api.analysis.config import effective_config
 from graphql_api.analysis.pricing import cost_usd, is_waived
+from graphql_api.conversations import ANALYZABLE_STATUSES, conversation_for_analysis
 from graphql_api.db import Database
 from graphql_api.errors import ApiError, BadUserInput, not_found
 
@@ -110,9 +113,6 @@ async def record_result(
 
 async def run_preview(*, db: Database, workspace_id: int, conversation_id: str, analyzer: Analyzer) -> Any:
     """Analyze one conversation with its agent's latest draft config, now, without changing its current result."""
-    from graphql_api.analysis.config import effective_config
-    from graphql_api.importer import ANALYZABLE_STATUSES, conversation_for_analysis
-
     rows = await db.fetch_all("conversations_by_ids", workspace_id=workspace_id, conversation_ids=[conversation_id])
     if not rows:
         raise not_found("call or chat", conversation_id)
