@@ -564,37 +564,12 @@ def import_chats(url: str, data_dir: Path, chats: int, seed: int) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-# bench.queries.load_data writes charge lines without their conversation_id, NOT NULL since migration 004: in this
-# throwaway database a trigger fills it from the analysis result during the load (a no-op once the loader writes it).
-FILL_CHARGE_CONVERSATION = """
-CREATE FUNCTION bench_fill_charge_conversation() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.conversation_id IS NULL THEN
-        SELECT conversation_id INTO NEW.conversation_id FROM analysis_results WHERE id = NEW.analysis_result_id;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER bench_fill_charge_conversation BEFORE INSERT ON charges
-    FOR EACH ROW EXECUTE FUNCTION bench_fill_charge_conversation();
-"""
-DROP_FILL_CHARGE_CONVERSATION = """
-DROP TRIGGER bench_fill_charge_conversation ON charges;
-DROP FUNCTION bench_fill_charge_conversation();
-"""
-
-
 async def prepare(options: Options, url: str, data_dir: Path) -> tuple[str, str, World, dict[str, Any]]:
     await migrate(url)
     key, workspace_id = await create_key(url)
     abuse_key, _ = await create_key(url)
     print(f"loading {options.calls:,} calls ...", flush=True)
-    conn = await asyncpg.connect(dsn=url, timeout=30)
-    try:
-        await conn.execute(FILL_CHARGE_CONVERSATION)
-        load = await load_data(url, workspace_id, options.calls, options.seed)
-        await conn.execute(DROP_FILL_CHARGE_CONVERSATION)
-    finally:
-        await conn.close()
+    load = await load_data(url, workspace_id, options.calls, options.seed)
     if options.chats:
         started = time.perf_counter()
         load["chats_import"] = await asyncio.to_thread(import_chats, url, data_dir, options.chats, options.seed)

@@ -277,8 +277,10 @@ async def load_data(url: str, workspace_id: int, calls: int, seed: int) -> dict[
         for chunk in range(0, len(results), 50_000):
             await conn.copy_records_to_table("analysis_results", records=results[chunk: chunk + 50_000], columns=list(_RESULT_COLUMNS), timeout=600)
         charged = await conn.execute(
-            """INSERT INTO charges (workspace_id, analysis_result_id, model, input_tokens, output_tokens, amount_usd, reason, waived, created_at)
-               SELECT workspace_id, id, model, input_tokens, output_tokens, cost_usd, 'initial', NOT charged, created_at
+            """INSERT INTO charges (workspace_id, analysis_result_id, conversation_id, model, input_tokens, output_tokens,
+                                   amount_usd, reason, waived, created_at)
+               SELECT workspace_id, id, conversation_id, model, input_tokens, output_tokens, cost_usd, 'initial', NOT charged,
+                      created_at
                FROM analysis_results WHERE workspace_id = $1 ORDER BY id""",
             workspace_id, timeout=600,
         )

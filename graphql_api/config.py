@@ -71,6 +71,7 @@ class Settings:
     # Limits, each refused with LIMIT_EXCEEDED naming it. Sizes in bytes.
     max_body_bytes: int = 1 << 20
     max_ws_message_bytes: int = 1 << 20
+    max_document_bytes: int = 100_000
     max_tokens: int = 10_000
     max_operations: int = 50
     max_depth: int = 15
@@ -126,6 +127,7 @@ class Settings:
             cors_origins=_list("CORS_ORIGINS"),
             max_body_bytes=max(1024, _int("MAX_BODY_BYTES", 1 << 20)),
             max_ws_message_bytes=max(1024, _int("MAX_WS_MESSAGE_BYTES", 1 << 20)),
+            max_document_bytes=max(1024, _int("MAX_DOCUMENT_BYTES", 100_000)),
             max_tokens=max(10, _int("MAX_TOKENS", 10_000)),
             max_operations=max(1, _int("MAX_OPERATIONS", 50)),
             max_depth=max(2, _int("MAX_DEPTH", 15)),

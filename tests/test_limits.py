@@ -50,7 +50,9 @@ def _nested(rounds: int) -> str:
 @pytest.mark.parametrize(
     "query, limit",
     [
-        ("{ " + "__typename " * 60_000 + "}", "max_tokens"),
+        ("{ " + "__typename " * 60_000 + "}", "max_document_bytes"),
+        ("{ " + "a " * 20_000 + "}", "max_tokens"),
+        ("{ __typename }" + " " * 200_000, "max_document_bytes"),
         (" ".join(f"query Q{i} {{ __typename }}" for i in range(60)), "max_operations"),
         (_nested(10), "max_depth"),  # 32 levels
         ("{ " + " ".join(f"a{i}: __typename" for i in range(101)) + " }", "max_aliases"),
