@@ -4,17 +4,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test fuzz schema bench bench-queries bench-reruns load clean
+.PHONY: setup lock run test fuzz schema bench bench-queries bench-reruns load clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install_graphiql_assets.sh
+# Exact versions with hashes from requirements.lock (written by `make lock` from pyproject.toml's ranges), then
+# the project itself with nothing more; pip check fails when the lock no longer covers pyproject.toml.
+$(STAMP): pyproject.toml requirements.lock scripts/install_graphiql_assets.sh
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@$(PY) -m pip check >/dev/null || { $(PY) -m pip check; echo "requirements.lock does not cover pyproject.toml: run make lock"; exit 1; }
 	PYTHON=$(PY) bash scripts/install_graphiql_assets.sh
 	touch $(STAMP)
+
+# After changing a dependency in pyproject.toml; LOCK_ARGS=--upgrade moves every pin to the newest allowed.
+lock:
+	bash scripts/lock.sh $(LOCK_ARGS)
 
 run: setup
 	$(PY) -m graphql_api run

@@ -101,7 +101,8 @@ def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env.update(DATABASE_URL=db_url, HOST="127.0.0.1", PORT="1")  # never serves: refused before binding
     with tempfile.TemporaryDirectory() as cwd:
         return subprocess.run(
-            [sys.executable, "-m", "graphql_api", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "graphql_api", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+            check=False,
         )
 
 
