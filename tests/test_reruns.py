@@ -358,3 +358,21 @@ async def test_a_model_answer_that_fails_still_writes_its_charge_line(gapi, gemi
         ("call_0", "rerun", False), ("call_1", "preview", False)]
     assert all(line["input_tokens"] > 0 and line["amount_usd"] > 0 and "malformed" in line["error"] for line in lines)
     assert Decimal(job["costUsd"]) == lines[0]["amount_usd"]  # the job's cost counts what its failed item spent
+
+
+
+async def test_a_double_clicked_rerun_creates_one_job(db_url) -> None:
+    async with running_api(db_url, run_workers=False) as api:  # no workers: the first job stays queued
+        key = await api.key_for("acme")
+        await load(api, "acme", [voice_agent(), call("call_0"), call("call_1", minute=1)])
+        twins = await asyncio.gather(*(api.gql(RERUN, {"input": {"agentId": "agent_voice1"}}, key=key) for _ in range(4)))
+        created = [r["data"]["rerunAnalysis"]["job"]["id"] for r in twins if r.get("data")]
+        assert len(created) == 1
+        refused = [r for r in twins if not r.get("data")]
+        assert [error_codes(r) for r in refused] == [["CONFLICT"]] * 3
+        assert all(r["errors"][0]["extensions"]["jobId"] == created[0] for r in refused)
+        # Other targets, or the same ones once the first job is over, are new jobs.
+        assert data(await api.gql(RERUN, {"input": {"callIds": ["call_0"]}}, key=key))["rerunAnalysis"]["job"]["id"]
+        await api.gql("mutation($id: ID!) { cancelRerun(jobId: $id) { status } }", {"id": created[0]}, key=key)
+        again = data(await api.gql(RERUN, {"input": {"agentId": "agent_voice1"}}, key=key))["rerunAnalysis"]["job"]["id"]
+        assert again != created[0]

@@ -141,6 +141,20 @@ async def plan_rerun(
             )
         if dry_run:
             return Plan(job=None, estimate=estimate)
+        if idempotency_key is None:
+            # A double-click must not pay twice: the same targets with the same config, while the first
+            # job runs, are refused (an idempotency key makes the retry return that job instead).
+            await db.fetch_val("rerun_request_lock", workspace_id=workspace_id, request_hash=request_hash)
+            running = await db.fetch_one(
+                "rerun_job_same_running", workspace_id=workspace_id, request_hash=request_hash,
+                config_snapshot=config_of(draft),
+            )
+            if running is not None:
+                raise Conflict(
+                    f"An identical rerun (job {running['job_id']}, {running['status']}) is still running; wait for it or "
+                    "cancel it. Send an idempotencyKey to get that job back when retrying a request.",
+                    jobId=running["job_id"],
+                )
         job_id = "rerun_" + secrets.token_hex(10)
         inserted = await db.fetch_val(
             "rerun_job_insert",

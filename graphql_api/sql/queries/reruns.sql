@@ -190,3 +190,14 @@ RETURNING j.*, notify_rerun_progress(j.*);
 -- rerun_job_lock --
 -- A job of this workspace, locked for a status change (first in the lock order, see migration 004).
 SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = :job_id FOR NO KEY UPDATE;
+
+-- rerun_request_lock --
+-- Serialize identical rerun requests of one workspace until the transaction ends (a double-click's twins).
+SELECT pg_advisory_xact_lock(hashtextextended(:workspace_id::bigint::text || ':' || :request_hash::text, 7201));
+
+-- rerun_job_same_running --
+-- An unfinished job of this workspace for the same targets with the same config, if any.
+SELECT job_id, status FROM rerun_jobs
+WHERE workspace_id = :workspace_id AND request_hash = :request_hash AND config_snapshot = :config_snapshot::jsonb
+  AND status IN ('QUEUED', 'RUNNING') AND cancel_requested_at IS NULL
+LIMIT 1;
