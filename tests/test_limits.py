@@ -237,3 +237,29 @@ async def test_memory_stays_flat_under_refused_documents(db_url: str, tmp_path: 
                 await refuse(i, 1_500)
             after = _rss_kib(server.process.pid)
     assert after - before < 30 * 1024, (before, after)  # today's figure: well under 10 MiB
+
+
+async def test_limits_hold_over_real_http(db_url: str, tmp_path: Path) -> None:
+    """The same refusals from a real uvicorn server: sizes, shapes, rate, and a keyless request not read."""
+    key = cli("create-api-key", "--workspace", "lim", db_url=db_url, data_dir=tmp_path).stdout.strip().splitlines()[-1]
+    env = {"RATE_LIMIT_PER_S": "1", "RATE_LIMIT_BURST": "6"}
+    with ServerProcess(db_url=db_url, data_dir=tmp_path, env=env) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            auth = {"Authorization": f"Bearer {key}"}
+
+            async def chunks():  # no Content-Length: the limit holds while reading
+                for _ in range(40):
+                    yield b"x" * 65_536
+
+            keyless = await client.post("/graphql", content=chunks(), headers={"Content-Type": "application/json"})
+            assert keyless.status_code == 401 and error_codes(keyless.json()) == ["UNAUTHENTICATED"]
+            streamed = await client.post("/graphql", content=chunks(), headers={**auth, "Content-Type": "application/json"})
+            _refused(streamed, "max_body_bytes", status=413)
+            _refused(await client.post("/graphql", json={"query": _nested(10)}, headers=auth), "max_depth")
+            pages = "{ " + " ".join(f"p{i}: calls(first: 100) {{ nodes {{ id agent {{ id }} }} }}" for i in range(80)) + " }"
+            _refused(await client.post("/graphql", json={"query": pages}, headers=auth), "max_cost")
+            assert data((await client.post("/graphql", json={"query": "{ __typename }"}, headers=auth)).json())
+            answers = [await client.post("/graphql", json={"query": "{ __typename }"}, headers=auth) for _ in range(4)]
+            assert answers[-1].status_code == 429 and answers[-1].headers["retry-after"]
+        log = server.log_path.read_text()
+    assert "Traceback" not in log
