@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import signal
 import sys
@@ -145,7 +144,7 @@ async def _import(settings: Settings, url: str, file: Path, workspace_name: str)
 
 async def _worker(settings: Settings, url: str) -> None:
     """`python -m graphql_api worker`: workers without the HTTP server, until SIGTERM or SIGINT."""
-    settings = dataclasses.replace(settings, run_workers=True)
+    settings = settings.model_copy(update={"run_workers": True})
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
