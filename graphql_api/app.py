@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
@@ -35,9 +39,39 @@ from graphql_api.workspaces import bearer_key
 log = logging.getLogger(__name__)
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.graphql_requests = 0
+class Metrics(Collector):
+    """This app's metrics in a registry of its own (a process may run several apps: tests do), read at each scrape
+    from the counters the services keep as they work."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.graphql_requests = Counter("graphql_http_requests", "GraphQL requests received over HTTP.", registry=self.registry)
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        services = self.services
+        documents = services.documents
+        yield CounterMetricFamily("sql_statements", "SQL statements sent to PostgreSQL by this process.",
+                                  value=services.db.statements_executed)
+        yield GaugeMetricFamily("graphql_document_cache_bytes", "Estimated memory held by parsed and validated documents.",
+                                value=documents.size_bytes)
+        yield GaugeMetricFamily("graphql_document_cache_entries", "Documents held parsed and validated.", value=len(documents))
+        yield CounterMetricFamily("graphql_document_cache_hits", "Documents found in the cache.", value=documents.hits)
+        yield CounterMetricFamily("graphql_document_cache_misses", "Documents parsed and validated.", value=documents.misses)
+        worker = services.worker
+        if worker is not None:
+            yield CounterMetricFamily("rerun_items_processed", "Rerun items this process finished (succeeded or failed).",
+                                      value=worker.processed)
+            yield CounterMetricFamily("rerun_items_failed", "Rerun items this process finished as failed.", value=worker.failed)
+            yield CounterMetricFamily("rerun_db_seconds", "Time rerun workers spent in claim and commit statements.",
+                                      value=worker.db_seconds)
+            yield CounterMetricFamily("rerun_analyze_seconds", "Time rerun workers spent in analyses.", value=worker.analyze_seconds)
+            yield GaugeMetricFamily("rerun_items_in_flight", "Rerun items being analyzed or committed now.", value=worker.in_flight)
+        if services.progress is not None:
+            yield CounterMetricFamily("progress_notifications", "Notifications heard by the progress listener.",
+                                      value=services.progress.notifications)
+        yield from socket_metrics(services)
 
 
 class GraphQLView(GraphQL):
@@ -104,38 +138,9 @@ async def metrics(request: Request) -> Response:
                                      headers={"WWW-Authenticate": "Bearer"})
     elif services.settings.production:
         return PlainTextResponse("metrics are off in production until METRICS_TOKEN is set\n", status_code=404)
-    documents = services.documents
-    lines = [
-        "# HELP graphql_http_requests_total GraphQL requests received over HTTP.",
-        "# TYPE graphql_http_requests_total counter",
-        f"graphql_http_requests_total {request.app.state.metrics.graphql_requests}",
-        "# HELP sql_statements_total SQL statements sent to PostgreSQL by this process.",
-        "# TYPE sql_statements_total counter",
-        f"sql_statements_total {services.db.statements_executed}",
-        "# HELP graphql_document_cache_bytes Estimated memory held by parsed and validated documents.",
-        "# TYPE graphql_document_cache_bytes gauge",
-        f"graphql_document_cache_bytes {documents.size_bytes}",
-        f"graphql_document_cache_entries {len(documents)}",
-        f"graphql_document_cache_hits_total {documents.hits}",
-        f"graphql_document_cache_misses_total {documents.misses}",
-    ]
-    worker = services.worker
-    if worker is not None:
-        lines += [
-            "# HELP rerun_items_processed_total Rerun items this process finished (succeeded or failed).",
-            "# TYPE rerun_items_processed_total counter",
-            f"rerun_items_processed_total {worker.processed}",
-            f"rerun_items_failed_total {worker.failed}",
-            "# HELP rerun_db_seconds_total Time rerun workers spent in claim and commit statements.",
-            "# TYPE rerun_db_seconds_total counter",
-            f"rerun_db_seconds_total {worker.db_seconds:.6f}",
-            f"rerun_analyze_seconds_total {worker.analyze_seconds:.6f}",
-            f"rerun_items_in_flight {worker.in_flight}",
-        ]
-    if services.progress is not None:
-        lines += [f"progress_notifications_total {services.progress.notifications}"]
-    lines += socket_metrics(services)
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    # Prometheus' text format, or OpenMetrics when the scraper asks for it.
+    encode, media_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(request.app.state.metrics.registry), media_type=media_type)
 
 
 # The GraphiQL page runs its own inline loader and may fall back to unpkg.com for a missing local file.
@@ -175,7 +180,7 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings, database_url, background=True) as services:
             app.state.services = services
-            app.state.metrics = Metrics()
+            app.state.metrics = Metrics(services)
             log.info("server_ready analyzer=%s", services.analyzer.name)
             yield
             log.info("server_stopping reason=shutdown")

@@ -189,7 +189,7 @@ async def handle(view: GraphQLView, request: Request) -> Response:
         media_type = response_media_type(request.headers.get("accept"))
     except RequestError as exc:
         return _answer(_error_payload(exc.message, exc.extensions), exc.status, JSON)
-    request.app.state.metrics.graphql_requests += 1
+    request.app.state.metrics.graphql_requests.inc()
     try:
         if request.method not in ("GET", "POST"):
             raise RequestError(405, f"/graphql answers GET and POST, not {request.method}.", headers={"Allow": ALLOWED_METHODS})

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from datetime import timedelta
 from json import JSONDecodeError
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
@@ -88,30 +89,23 @@ async def admit(context: Context) -> None:
     sessions.bind(_session(context), identity.key_id)
 
 
-def socket_metrics(services: Services) -> list[str]:
-    """Prometheus lines for /metrics: sockets open now (admitted or not), admitted ones and their keys, refusals by
+def socket_metrics(services: Services) -> Iterator[Metric]:
+    """Socket metrics for /metrics: sockets open now (admitted or not), admitted ones and their keys, refusals by
     reason, sockets closed by a revocation."""
     sessions = services.authenticator.sessions
-    lines = [
-        "# HELP graphql_ws_sockets_open WebSocket connections open in this process, acknowledged or not.",
-        "# TYPE graphql_ws_sockets_open gauge",
-        f"graphql_ws_sockets_open {sessions.count()}",
-        "# HELP graphql_ws_sockets_authenticated WebSocket connections acknowledged with an API key.",
-        "# TYPE graphql_ws_sockets_authenticated gauge",
-        f"graphql_ws_sockets_authenticated {sessions.admitted}",
-        "# HELP graphql_ws_api_keys_connected API keys with at least one WebSocket connection open.",
-        "# TYPE graphql_ws_api_keys_connected gauge",
-        f"graphql_ws_api_keys_connected {len(sessions.key_ids)}",
-        "# HELP graphql_ws_sockets_refused_total WebSocket connections refused at admission, by reason (a cap or unauthenticated).",
-        "# TYPE graphql_ws_sockets_refused_total counter",
-    ]
-    lines += [f'graphql_ws_sockets_refused_total{{reason="{reason}"}} {n}' for reason, n in sorted(sessions.refused.items())]
-    lines += [
-        "# HELP graphql_ws_sockets_revoked_total WebSocket connections closed because their API key was revoked.",
-        "# TYPE graphql_ws_sockets_revoked_total counter",
-        f"graphql_ws_sockets_revoked_total {sessions.revoked_closed}",
-    ]
-    return lines
+    yield GaugeMetricFamily("graphql_ws_sockets_open", "WebSocket connections open in this process, acknowledged or not.",
+                            value=sessions.count())
+    yield GaugeMetricFamily("graphql_ws_sockets_authenticated", "WebSocket connections acknowledged with an API key.",
+                            value=sessions.admitted)
+    yield GaugeMetricFamily("graphql_ws_api_keys_connected", "API keys with at least one WebSocket connection open.",
+                            value=len(sessions.key_ids))
+    refused = CounterMetricFamily("graphql_ws_sockets_refused", "WebSocket connections refused at admission, by reason "
+                                  "(a cap or unauthenticated).", labels=["reason"])
+    for reason, count in sorted(sessions.refused.items()):
+        refused.add_metric([reason], count)
+    yield refused
+    yield CounterMetricFamily("graphql_ws_sockets_revoked", "WebSocket connections closed because their API key was revoked.",
+                              value=sessions.revoked_closed)
 
 
 class _GuardedSocket(ASGIWebSocketAdapter):

@@ -19,7 +19,6 @@ from starlette.websockets import WebSocketDisconnect
 from graphql_api.app import create_app
 from graphql_api.db import Database
 from graphql_api.testing.processes import ServerProcess, cli
-from graphql_api.websocket import socket_metrics
 from graphql_api.workspaces import create_api_key
 from tests.conftest import test_settings as settings_for
 
@@ -225,20 +224,24 @@ async def test_the_handler_enforces_the_message_size_and_counts_sockets_on_any_a
     key = await new_key(db_url, "ws")
     app = create_app(settings_for(db_url, max_ws_message_bytes=2048, ws_max_sockets=5), db_url)
 
-    def run() -> tuple[list[str], list[str], int, str]:
+    def sockets() -> dict[str, float | None]:
+        registry = app.state.metrics.registry
+        return {name: registry.get_sample_value(name) for name in
+                ("graphql_ws_sockets_open", "graphql_ws_sockets_authenticated", "graphql_ws_api_keys_connected")}
+
+    def run() -> tuple[dict[str, float | None], dict[str, float | None], int, str]:
         with TestClient(app) as client:
             with client.websocket_connect("/graphql", subprotocols=[TRANSPORT]) as ws:
                 ws.send_text(_init(_auth(key)))
                 assert ws.receive_json()["type"] == "connection_ack"
-                during = socket_metrics(app.state.services)
+                during = sockets()
                 ws.send_text(json.dumps({"type": "ping", "payload": {"pad": "x" * 4096}}))
                 with pytest.raises(WebSocketDisconnect) as closed:
                     ws.receive_json()
             time.sleep(0.2)
-            return during, socket_metrics(app.state.services), closed.value.code, closed.value.reason
+            return during, sockets(), closed.value.code, closed.value.reason
 
     during, after, code, reason = await asyncio.to_thread(run)
     assert (code, reason) == (1009, "Message too big: max_ws_message_bytes=2048")
-    assert "graphql_ws_sockets_open 1" in during and "graphql_ws_sockets_authenticated 1" in during
-    assert "graphql_ws_api_keys_connected 1" in during
-    assert "graphql_ws_sockets_open 0" in after and "graphql_ws_sockets_authenticated 0" in after
+    assert during == {"graphql_ws_sockets_open": 1, "graphql_ws_sockets_authenticated": 1, "graphql_ws_api_keys_connected": 1}
+    assert after["graphql_ws_sockets_open"] == 0 and after["graphql_ws_sockets_authenticated"] == 0
