@@ -1,4 +1,4 @@
-"""The project installs anywhere: a wheel carries its SQL and GraphiQL's assets and, installed (not editable) into a
+"""The project installs anywhere: a wheel carries its SQL and static files and, installed (not editable) into a
 fresh virtualenv, migrates and serves from another directory; requirements.lock pins every dependency in range."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.cli_process import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-VENDOR = ROOT / "graphql_api" / "static" / "vendor"
+STATIC = ROOT / "graphql_api" / "static"
 
 
 def locked_versions() -> dict[str, str]:
@@ -63,11 +63,11 @@ def test_the_lock_pins_every_dependency_within_pyproject_ranges() -> None:
 
 
 def _project_files() -> list[str]:
-    """The package data that must ship: every SQL file, and GraphiQL's assets when they were installed here."""
+    """The package data that must ship: every SQL file and every static file (GraphiQL's when installed here)."""
     package = ROOT / "graphql_api"
     files = [p for p in (package / "sql").rglob("*.sql")]
-    if VENDOR.is_dir():
-        files += [p for p in VENDOR.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    if STATIC.is_dir():
+        files += [p for p in STATIC.rglob("*") if p.is_file() and not p.name.startswith(".")]
     return sorted(str(p.relative_to(ROOT)) for p in files)
 
 
@@ -90,7 +90,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return found
 
 
-def test_the_wheel_carries_the_sql_and_graphiql_assets(wheel: Path) -> None:
+def test_the_wheel_carries_the_sql_and_static_files(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         shipped = set(archive.namelist())
     expected = _project_files()
