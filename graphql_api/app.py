@@ -33,6 +33,7 @@ from graphql_api.schema import schema
 from graphql_api.schema.context import Context
 from graphql_api.schema.extensions import with_code
 from graphql_api.services import Services, open_services
+from graphql_api.studio import studio_page, to_studio
 from graphql_api.websocket import LegacyWSHandler, TransportWSHandler, admit, socket_metrics
 from graphql_api.workspaces import bearer_key
 
@@ -208,6 +209,8 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
             WebSocketRoute("/graphql", view),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            Route("/studio", studio_page),
+            Route("/", to_studio),
             static_route(),
         ],
         lifespan=lifespan,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install GraphiQL's JavaScript and CSS locally so `GET /graphql` works offline.
+# Install GraphiQL's JavaScript and CSS locally so `GET /graphql` works offline, and the
+# studio's one third-party file (graphql-ws's browser build, for its progress subscription).
 #
 # The asset list (package, version, file, SRI hash) is read from the graphiql.html
 # template of the installed strawberry-graphql package, so the local copies are
@@ -12,6 +13,9 @@
 # prints a warning (GraphiQL will then load from the CDN) and exits 0. A second
 # run is a quick no-op when everything is already installed; pass --force to
 # fetch again.
+#
+# graphql-ws is pinned below (and in graphql_api/studio); it has no CDN fallback: without it
+# the studio polls for progress instead of subscribing.
 #
 # Environment overrides: PYTHON (interpreter with strawberry installed),
 # GRAPHIQL_VENDOR_DIR (destination), NPM (npm executable), NPM_TIMEOUT (seconds).
@@ -75,19 +79,20 @@ graphiql@3.8.3 graphiql.min.css sha384-Mq3vbRBY71jfjQAt/DcjxUIYY33ksal4cgdRt9U/h
 graphiql@3.8.3 graphiql.min.js sha384-HbRVEFG0JGJZeAHCJ9Xm2+tpknBQ7QZmNlO/DgZtkZ0aJSypT96YYGRNod99l9Ie
 @graphiql/plugin-explorer@1.0.2 dist/index.umd.js sha384-2oonKe47vfHIZnmB6ZZ10vl7T0Y+qrHQF2cmNTaFDuPshpKqpUMGMc9jgj9MLDZ9"
 
+# The studio's asset, in the same "<package>@<version> <path> <integrity>" form (graphql_api/studio pins it too).
+STUDIO_ASSETS="graphql-ws@6.4.2 umd/graphql-ws.min.js sha384-mxvR4Mzbsb6QVx/9xI2gtQikQA6m8zMDBFnu3l//4/ROsWt7y2sUGWd+/tYQqDm7"
+
 if [[ -n "$PY" ]]; then
   if ! ASSETS="$("$PY" -c "$LIST_ASSETS_PY")"; then
     cdn_warning "could not read strawberry's graphiql.html with $PY"
     exit 0
   fi
-  if [[ -z "$ASSETS" ]]; then
-    log "strawberry's graphiql.html loads nothing from unpkg.com; nothing to install."
-    exit 0
-  fi
+  [[ -n "$ASSETS" ]] || log "strawberry's graphiql.html loads nothing from unpkg.com; installing the studio's asset only."
 else
   warn "no Python with strawberry-graphql found; using the built-in asset list (strawberry 0.341)."
   ASSETS="$FALLBACK_ASSETS"
 fi
+ASSETS="$(printf '%s\n%s' "$ASSETS" "$STUDIO_ASSETS" | sed '/^$/d')"
 
 # Quick no-op: same asset list as the last successful run and every file present.
 if [[ $FORCE -eq 0 && -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$ASSETS" ]]; then
@@ -161,8 +166,8 @@ while read -r spec path integrity; do
     if [[ -z "$actual" ]]; then
       warn "cannot compute sha384 (no python or openssl); $spec/$path not verified"
     elif [[ "$actual" != "$integrity" ]]; then
-      warn "$spec/$path does not match strawberry's integrity hash (expected $integrity, got $actual);" \
-           "browsers will reject the local copy and fall back to the CDN"
+      warn "$spec/$path does not match its pinned integrity hash (expected $integrity, got $actual);" \
+           "browsers will reject the local copy"
     fi
   fi
   mkdir -p "$(dirname "$dest")" && cp "$src" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest" || { warn "cannot write $dest"; failed=1; continue; }
