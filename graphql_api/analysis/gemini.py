@@ -1,8 +1,8 @@
 """The Gemini analyzer: one google-genai async request per conversation, our own retries, strict output parsing.
 
 The SDK's retries are switched off (HttpRetryOptions(attempts=1)) so this module is the only place that
-decides whether to try again: 429/408/5xx and transport errors are retried with exponential backoff and jitter,
-honouring the server's RetryInfo; any other 4xx fails at once.
+decides whether to try again (with tenacity): 429/408/5xx and transport errors are retried with exponential backoff
+and jitter, honouring the server's RetryInfo; any other 4xx fails at once.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import os
 import random
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from google import genai
 from google.genai import errors, types
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from graphql_api.analysis.base import (
     AnalysisConfig,
@@ -127,6 +128,22 @@ def request_config(config: AnalysisConfig, kind: ConversationKind) -> types.Gene
     )
 
 
+class _Retryable(Exception):
+    """A failed attempt worth another: a 429, 408 or 5xx answer (with the delay the server asked for), or a transport
+    error."""
+
+    def __init__(self, status: int | None, reason: str, server_delay: float | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.server_delay = server_delay
+
+
+def _failure(state: RetryCallState) -> _Retryable:
+    # tenacity waits and logs only after an attempt that raised _Retryable.
+    return cast(_Retryable, state.outcome.exception())  # type: ignore[union-attr]
+
+
 class GeminiAnalyzer:
     """Analyzes a conversation with a Gemini model through google-genai's async client."""
 
@@ -160,7 +177,7 @@ class GeminiAnalyzer:
                 base_url=base_url,
                 timeout=max(1, round(request_timeout_s * 1000)),
                 # attempts=1 turns tenacity off; a non-None retry_options also stops the SDK's implicit
-                # sleep-and-retry on aiohttp connection errors. Our loop below is the only retry.
+                # sleep-and-retry on aiohttp connection errors. analyze() below is the only retry.
                 retry_options=types.HttpRetryOptions(attempts=1),
                 async_client_args=_limits(max_connections) or None,
             ),
@@ -179,57 +196,60 @@ class GeminiAnalyzer:
             delay = ceiling / 2 + ceiling / 2 * self._jitter()  # "equal jitter"
         return min(self.max_delay_s, delay)
 
-    async def analyze(self, conversation: Conversation, config: AnalysisConfig) -> AnalysisOutcome:
-        kind = conversation.kind
-        generation_config = request_config(config, kind)
-        contents = render_transcript(conversation)
-        last_status: int | None = None
-        last_reason = ""
-        for attempt in range(1, self.max_attempts + 1):
-            server_delay: float | None = None
-            try:
-                response = await self._client.aio.models.generate_content(
-                    model=config.model,
-                    contents=contents,
-                    config=generation_config,
-                )
-            except errors.APIError as exc:
-                last_status, last_reason = exc.code, f"{exc.code} {exc.status}: {exc.message}"
-                if not is_retryable_status(exc.code):
-                    raise AnalysisError(
-                        f"gemini rejected the request for {conversation.id}: {last_reason}",
-                        retryable=False,
-                        status=exc.code,
-                    ) from exc
-                server_delay = server_retry_delay(exc)
-            except _TRANSPORT_ERRORS as exc:
-                last_status, last_reason = None, f"{type(exc).__name__}: {exc}".rstrip(": ")
-            except errors.UnknownApiResponseError as exc:
-                raise AnalysisError(f"gemini answered {conversation.id} with a non-JSON body: {exc}") from exc
-            else:
-                return self._outcome(response, conversation, config)
+    def _wait(self, state: RetryCallState) -> float:
+        return self.backoff_delay(state.attempt_number, _failure(state).server_delay)
 
-            if attempt == self.max_attempts:
-                break
-            delay = self.backoff_delay(attempt, server_delay)
+    async def analyze(self, conversation: Conversation, config: AnalysisConfig) -> AnalysisOutcome:
+        generation_config = request_config(config, conversation.kind)
+        contents = render_transcript(conversation)
+
+        def log_retry(state: RetryCallState) -> None:
+            failure, delay = _failure(state), state.next_action.sleep  # type: ignore[union-attr]
             logger.warning(
                 "gemini retry conversation=%s attempt=%d/%d status=%s delay_s=%.3f reason=%s",
-                conversation.id, attempt, self.max_attempts, last_status, delay, last_reason,
+                conversation.id, state.attempt_number, self.max_attempts, failure.status, delay, failure.reason,
                 extra={
                     "conversation_id": conversation.id,
-                    "attempt": attempt,
+                    "attempt": state.attempt_number,
                     "max_attempts": self.max_attempts,
-                    "status": last_status,
+                    "status": failure.status,
                     "delay_s": delay,
-                    "server_delay_s": server_delay,
+                    "server_delay_s": failure.server_delay,
                 },
             )
-            await self._sleep(delay)
-        raise AnalysisError(
-            f"gemini failed for {conversation.id} after {self.max_attempts} attempts: {last_reason}",
-            retryable=True,
-            status=last_status,
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts), wait=self._wait, retry=retry_if_exception_type(_Retryable),
+            before_sleep=log_retry, sleep=self._sleep, reraise=True,
         )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    response = await self._request(conversation, config.model, contents, generation_config)
+        except _Retryable as failed:
+            raise AnalysisError(
+                f"gemini failed for {conversation.id} after {self.max_attempts} attempts: {failed.reason}",
+                retryable=True,
+                status=failed.status,
+            ) from failed.__cause__
+        return self._outcome(response, conversation, config)
+
+    async def _request(self, conversation: Conversation, model: str, contents: Any,
+                       generation_config: types.GenerateContentConfig) -> types.GenerateContentResponse:
+        """One attempt: the answer, or _Retryable for a failure worth another attempt, or AnalysisError."""
+        try:
+            return await self._client.aio.models.generate_content(model=model, contents=contents, config=generation_config)
+        except errors.APIError as exc:
+            reason = f"{exc.code} {exc.status}: {exc.message}"
+            if not is_retryable_status(exc.code):
+                raise AnalysisError(
+                    f"gemini rejected the request for {conversation.id}: {reason}", retryable=False, status=exc.code
+                ) from exc
+            raise _Retryable(exc.code, reason, server_retry_delay(exc)) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise _Retryable(None, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        except errors.UnknownApiResponseError as exc:
+            raise AnalysisError(f"gemini answered {conversation.id} with a non-JSON body: {exc}") from exc
 
     @staticmethod
     def _outcome(response: types.GenerateContentResponse, conversation: Conversation,

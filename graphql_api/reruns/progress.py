@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
 from graphql_api.db import Database
 from graphql_api.reruns import FINAL_STATUSES
@@ -74,15 +75,14 @@ class Subscriber:
 
     async def _fetch_retrying(self, *, after: int, limit: int) -> tuple[list[Any], dict[int, Any]]:
         """Read missed items, waiting out a database restart rather than ending the stream."""
-        for attempt in range(8):
-            try:
-                return await fetch_finished(self.hub.db, workspace_id=self.workspace_id, job_id=self.job_id, after=after, limit=limit)
-            except Exception as exc:
-                if attempt == 7:
-                    raise
-                log.warning("progress_gap_read_failed job=%s error=%s retry=%d", self.job_id, type(exc).__name__, attempt + 1)
-                await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
-        raise AssertionError("unreachable")
+        def log_retry(state: RetryCallState) -> None:
+            log.warning("progress_gap_read_failed job=%s error=%s retry=%d", self.job_id,
+                        type(state.outcome.exception()).__name__, state.attempt_number)  # type: ignore[union-attr]
+
+        retrying = AsyncRetrying(stop=stop_after_attempt(8), wait=wait_exponential(multiplier=0.25, max=5.0),
+                                 before_sleep=log_retry, reraise=True)
+        return await retrying(fetch_finished, self.hub.db, workspace_id=self.workspace_id, job_id=self.job_id,
+                              after=after, limit=limit)
 
     async def events(self, *, after: int) -> AsyncIterator[ProgressEvent]:
         """Events after finish index `after`, in order, each once, ending with the job's final state."""
@@ -241,22 +241,34 @@ class ProgressHub:
         except Exception as exc:  # the database may be restarting; the next round tries again
             log.warning("key_recheck_failed error=%s", type(exc).__name__)
 
-    async def _listen_forever(self) -> None:
-        delay = 0.2
-        while True:
-            conn = None
-            try:
+    async def _connect(self) -> asyncpg.Connection:
+        """A connection listening on every channel, tried until one is made, with backoff (0.2 s doubling to 5 s)."""
+        def log_retry(state: RetryCallState) -> None:
+            log.warning("progress_listener_lost error=%s retry_in_s=%.1f", type(state.outcome.exception()).__name__,
+                        state.next_action.sleep)  # type: ignore[union-attr]
+
+        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=5.0), before_sleep=log_retry):
+            with attempt:
                 conn = await asyncpg.connect(dsn=self.url)
+                try:
+                    for channel in (CHANNEL_PROGRESS, CHANNEL_QUEUED, CHANNEL_KEY_REVOKED):
+                        await conn.add_listener(channel, self._on_notification)
+                except BaseException:
+                    conn.terminate()
+                    raise
+        return conn
+
+    async def _listen_forever(self) -> None:
+        """Listen for the life of the process; a lost connection is made again at once, then with backoff."""
+        while True:
+            conn = await self._connect()
+            try:
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _c: closed.set())
-                await conn.add_listener(CHANNEL_PROGRESS, self._on_notification)
-                await conn.add_listener(CHANNEL_QUEUED, self._on_notification)
-                await conn.add_listener(CHANNEL_KEY_REVOKED, self._on_notification)
                 self.connected.set()
                 log.info(
                     "progress_listener_connected channels=%s,%s,%s", CHANNEL_PROGRESS, CHANNEL_QUEUED, CHANNEL_KEY_REVOKED
                 )
-                delay = 0.2
                 # Anything sent while we were away is read now.
                 for watch in self._watches.values():
                     watch.dirty.set()
@@ -270,13 +282,11 @@ class ProgressHub:
                         await conn.execute("SELECT 1")  # a dead socket shows itself here
                         await self._recheck_keys()
             except asyncio.CancelledError:
-                if conn is not None and not conn.is_closed():
+                if not conn.is_closed():
                     await conn.close()
                 raise
             except Exception as exc:
-                log.warning("progress_listener_lost error=%s retry_in_s=%.1f", type(exc).__name__, delay)
+                log.warning("progress_listener_lost error=%s", type(exc).__name__)
             self.connected.clear()
-            if conn is not None and not conn.is_closed():
+            if not conn.is_closed():
                 conn.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)

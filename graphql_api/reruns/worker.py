@@ -15,6 +15,8 @@ import socket
 import time
 from typing import Any
 
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
+
 from graphql_api.analysis.base import AnalysisError, Analyzer
 from graphql_api.analysis.config import effective_config
 from graphql_api.analyses import failure_columns, outcome_columns
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # A claimed item whose worker keeps dying gives up after this many claims.
 MAX_ATTEMPTS = 3
+# Tries at committing a finished item before it is given back to be claimed again.
+COMMIT_ATTEMPTS = 5
 
 
 class RerunWorker:
@@ -196,19 +200,22 @@ class RerunWorker:
             self.analyze_seconds += time.perf_counter() - analyze_started
 
     async def _commit(self, item: Any, values: dict[str, Any], error: str | None, started: float) -> None:
-        for attempt in range(5):
-            try:
-                commit_started = time.perf_counter()
-                job = await self.db.fetch_one(
-                    "rerun_item_finish", job_id=item["job_id"], seq=item["seq"], owner=self.owner, error=error, **values
-                )
-                self.db_seconds += time.perf_counter() - commit_started
-                break
-            except Exception as exc:  # the database may be restarting: the lease gives us time to retry
-                delay = min(2 ** attempt, 10)
-                log.warning("rerun_commit_retry job=%s seq=%s error=%s retry_in_s=%d", item["job_id"], item["seq"], type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-        else:
+        def log_retry(state: RetryCallState) -> None:
+            log.warning("rerun_commit_retry job=%s seq=%s error=%s retry_in_s=%d", item["job_id"], item["seq"],
+                        type(state.outcome.exception()).__name__, state.next_action.sleep)  # type: ignore[union-attr]
+
+        # The database may be restarting: the lease gives us time to retry (1, 2, 4 and 8 s apart).
+        retrying = AsyncRetrying(stop=stop_after_attempt(COMMIT_ATTEMPTS), wait=wait_exponential(max=10),
+                                 before_sleep=log_retry, reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    commit_started = time.perf_counter()
+                    job = await self.db.fetch_one(
+                        "rerun_item_finish", job_id=item["job_id"], seq=item["seq"], owner=self.owner, error=error, **values
+                    )
+                    self.db_seconds += time.perf_counter() - commit_started
+        except Exception:
             log.error("rerun_commit_failed job=%s seq=%s: giving the item back to be claimed again", item["job_id"], item["seq"])
             await self._release(item)
             return
