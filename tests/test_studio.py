@@ -190,3 +190,216 @@ def test_a_link_with_the_key_fills_it_once_and_lists_the_agents(session: Session
     expect(page.locator(".rules")).to_contain_text("A required data field left empty makes the conversation unsuccessful")
     expect(page.locator(".rules")).to_contain_text("Every rerun is charged, for every model")
     session.check()
+
+
+DRAFT = "query($id: ID!) { agent(id: $id) { draft { revision analysisConfig { summaryPrompt successfulPrompt dataFields { name type choices required } } } } }"
+SAVE = "mutation($id: ID!, $input: AnalysisConfigInput!) { updateDraftPrompts(agentId: $id, input: $input) { revision } }"
+
+
+def test_editing_the_draft_shows_a_refused_field_where_it_is_saves_and_explains_a_stale_edit(session: Session, studio: Studio) -> None:
+    page = session.page
+    session.open_agent(studio.key, DENTAL)
+    agent_id = studio.agent_id(DENTAL)
+    revision = studio.gql(DRAFT, {"id": agent_id})["agent"]["draft"]["revision"]
+    # The seeded draft's summary prompt is not the published one: both sides are marked.
+    summary = page.locator('[data-pair="summaryPrompt"]')
+    expect(summary.locator(".badge.diff")).to_have_text("differs from v2")
+
+    page.get_by_test_id("summary-prompt").fill("Write a 1-3 word summary of the call.")
+    expect(summary.locator(".badge.edited")).to_be_visible()
+    page.get_by_test_id("add-field").click()
+    card = page.get_by_test_id("data-field").last
+    card.get_by_test_id("field-name").fill("callback_requested")
+    card.get_by_test_id("field-type").select_option("ENUM")
+    card.get_by_test_id("field-required").check()
+    expect(card.locator(".badge.diff")).to_have_text("new in draft")
+    page.get_by_test_id("save-draft").click()
+    # An ENUM without choices: the server's message sits under the choices of that very field.
+    error = card.get_by_test_id("field-error")
+    expect(error).to_contain_text("needs a non-empty `choices` list")
+    expect(card.get_by_test_id("field-choices")).to_have_attribute("aria-invalid", "true")
+    session.shot("validation-error")
+    assert studio.gql(DRAFT, {"id": agent_id})["agent"]["draft"]["revision"] == revision
+
+    card.get_by_test_id("field-choices").fill("yes\nno\nlater")
+    page.get_by_test_id("save-draft").click()
+    expect(page.get_by_test_id("save-status")).to_have_text(f"Saved: draft v3 is now at revision {revision + 1}.")
+    expect(page.get_by_test_id("field-error")).to_have_count(0)
+    draft = studio.gql(DRAFT, {"id": agent_id})["agent"]["draft"]
+    assert draft["revision"] == revision + 1
+    assert draft["analysisConfig"]["summaryPrompt"] == "Write a 1-3 word summary of the call."
+    assert {"name": "callback_requested", "type": "ENUM", "choices": ["yes", "no", "later"], "required": True} in draft["analysisConfig"]["dataFields"]
+    page.get_by_test_id("summary-prompt").scroll_into_view_if_needed()
+    session.shot("config")
+
+    # Someone else saves meanwhile: this page's edit is refused and explained, and nothing of it is written.
+    studio.gql(SAVE, {"id": agent_id, "input": {"successfulPrompt": "Successful if any appointment was made.",
+                                                 "expectedRevision": revision + 1}})
+    page.get_by_test_id("successful-prompt").fill("Successful if the caller booked and confirmed a time.")
+    page.get_by_test_id("save-draft").click()
+    conflict = page.get_by_test_id("conflict")
+    expect(conflict).to_contain_text(f"You edited revision {revision + 1} of draft v3; it is now at revision {revision + 2}")
+    assert studio.gql(DRAFT, {"id": agent_id})["agent"]["draft"]["analysisConfig"]["successfulPrompt"] == "Successful if any appointment was made."
+    conflict.get_by_role("button", name="Show the current draft (drop my edits)").click()
+    expect(page.get_by_test_id("successful-prompt")).to_have_value("Successful if any appointment was made.")
+    expect(page.get_by_test_id("conflict")).to_have_count(0)
+    session.check()
+
+
+def test_a_preview_runs_the_draft_on_one_conversation_beside_its_current_result(session: Session, studio: Studio) -> None:
+    page = session.page
+    session.open_agent(studio.key, SOLAR)
+    page.get_by_test_id("tab-conversations").click()
+    row = page.get_by_test_id("conversation-row").filter(has_text="ENDED").first
+    conversation_id = row.get_attribute("data-id")
+    row.get_by_test_id("preview-button").click()
+    compare = page.get_by_test_id("preview-compare")
+    expect(compare).to_contain_text("Preview (draft v3, gemini-2.5-pro)")
+    expect(compare).to_contain_text("Current (initial, v")
+    # The test model's summary differs from the offline analyzer's: that row, and only changed rows, are marked.
+    expect(compare.locator('tr[data-field="summary"]')).to_have_class("changed")
+    expect(compare.locator("tr.changed .badge.diff").first).to_have_text("changed")
+    expect(page.get_by_test_id("preview")).to_contain_text("every preview and rerun is charged")
+    session.shot("preview")
+    history = studio.gql("query($id: ID!) { call(id: $id) { analysis { trigger } analysisHistory { trigger } } }",
+                         {"id": conversation_id})["call"]
+    assert history["analysis"]["trigger"] == "INITIAL"
+    assert "PREVIEW" in [result["trigger"] for result in history["analysisHistory"]]
+    session.check()
+
+
+# Every value the progress bar showed, recorded in the page as it changes.
+RECORD_PROGRESS = """
+window.progressSeen = [];
+new MutationObserver((records) => {
+  for (const record of records) window.progressSeen.push(Number(record.target.getAttribute("aria-valuenow")));
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ["aria-valuenow"] });
+"""
+
+ITEMS = """query($id: ID!) { rerunJob(id: $id) { status total succeeded items(first: 100) {
+  nodes { status result { successful } previousResult { successful } } } } }"""
+
+
+def _flips(job: dict) -> int:
+    return sum(1 for item in job["items"]["nodes"] if item["result"] and item["previousResult"]
+               and item["result"]["successful"] != item["previousResult"]["successful"])
+
+
+def test_a_rerun_is_estimated_capped_started_and_watched_live_to_its_end(session: Session, studio: Studio) -> None:
+    page = session.page
+    page.add_init_script(RECORD_PROGRESS)
+    session.open_agent(studio.key, DENTAL)
+    page.get_by_test_id("tab-rerun").click()
+    page.locator('input[name="versions"][value="2"]').check()
+    page.get_by_test_id("from-date").fill("2026-11-10")
+    page.get_by_test_id("to-date").fill("2026-11-20")
+    page.get_by_test_id("max-cost").fill("0.000001")
+    page.get_by_test_id("estimate-button").click()
+    expect(page.locator(".rerun .problem")).to_contain_text("Over your budget cap")
+    expect(page.get_by_test_id("start-rerun")).to_be_disabled()
+
+    page.get_by_test_id("max-cost").fill("5")
+    page.get_by_test_id("estimate-button").click()
+    estimate = page.get_by_test_id("estimate")
+    expected = studio.gql("mutation($input: RerunAnalysisInput!) { rerunAnalysis(input: $input) { estimate { conversations model configVersion } } }",
+                          {"input": {"agentId": studio.agent_id(DENTAL), "dryRun": True, "filter": {
+                              "versions": [2], "startedAfter": "2026-11-10T00:00:00Z", "startedBefore": "2026-11-21T00:00:00Z"}}})
+    expected = expected["rerunAnalysis"]["estimate"]
+    total = expected["conversations"]
+    assert 5 <= total <= 100
+    expect(page.get_by_test_id("estimate-conversations")).to_have_text(str(total))
+    expect(estimate).to_contain_text(expected["model"])
+    expect(estimate).to_contain_text(f"draft v{expected['configVersion']}")
+    expect(page.locator(".rules-inline")).to_contain_text("Every rerun is charged, for every model")
+    session.shot("estimate")
+
+    studio.gemini.delay_s = 0.15  # about ten items a second: long enough to see the bar move
+    try:
+        page.get_by_test_id("start-rerun").click()
+        expect(page.get_by_test_id("rerun-status")).to_have_text("SUCCEEDED", timeout=60_000)
+    finally:
+        studio.gemini.delay_s = 0.05
+    progress = page.get_by_test_id("rerun-progress")
+    expect(progress).to_have_attribute("value", str(total))
+    expect(progress).to_have_attribute("max", str(total))
+    expect(page.get_by_test_id("rerun-item")).to_have_count(total)
+    expect(page.get_by_test_id("count-succeeded")).to_have_text(str(total))
+    # Watched live: the bar moved through values between empty and full as items finished.
+    seen = page.evaluate("window.progressSeen")
+    assert any(0 < value < total for value in seen), seen
+    assert any(url.endswith("/graphql") and url.startswith("ws://") for url in session.sockets)
+
+    job_id = re.search(r"job=([^&]+)", page.url).group(1)
+    job = studio.gql(ITEMS, {"id": job_id})["rerunJob"]
+    assert job["status"] == "SUCCEEDED" and job["total"] == total
+    expect(page.get_by_test_id("flipped-count")).to_have_text(str(_flips(job)))
+    first = page.get_by_test_id("rerun-item").first
+    expect(first.locator(".change").first).to_be_visible()
+    session.shot("rerun")
+    session.check()
+
+
+def test_a_rerun_of_ticked_conversations_is_canceled_while_it_runs(session: Session, studio: Studio) -> None:
+    page = session.page
+    session.open_agent(studio.key, BILLING)
+    page.get_by_test_id("tab-conversations").click()
+    expect(page.get_by_test_id("conversation-row")).to_have_count(25)
+    # Chats still in progress can't be analyzed: they can't be ticked either.
+    finished = page.get_by_test_id("conversation-tick").evaluate_all("boxes => boxes.filter(b => !b.disabled).length")
+    assert 5 <= finished < 25
+    page.get_by_role("button", name="Tick all shown").click()
+    expect(page.get_by_test_id("ticked-count")).to_have_text(f"{finished} ticked")
+    page.get_by_role("button", name="Rerun the ticked ones…").click()
+    expect(page.get_by_test_id("target-ticked")).to_be_checked()
+    page.get_by_test_id("estimate-button").click()
+    expect(page.get_by_test_id("estimate-conversations")).to_have_text(str(finished))
+    studio.gemini.delay_s = 1.0  # two at a time, a second each: the job runs for many seconds
+    try:
+        page.get_by_test_id("start-rerun").click()
+        expect(page.get_by_test_id("count-succeeded")).not_to_have_text("0", timeout=20_000)
+        expect(page.get_by_test_id("rerun-status")).to_have_text("RUNNING")
+        session.shot("progress")
+        page.get_by_test_id("cancel-rerun").click()
+        expect(page.get_by_test_id("rerun-status")).to_have_text("CANCELED", timeout=20_000)
+    finally:
+        studio.gemini.delay_s = 0.05
+    canceled = int(page.get_by_test_id("count-canceled").inner_text())
+    assert canceled > 0
+    progress = page.get_by_test_id("rerun-progress")
+    expect(progress).to_have_attribute("value", progress.get_attribute("max"))
+    expect(page.get_by_test_id("cancel-rerun")).to_be_hidden()
+    page.get_by_test_id("item-filter").select_option("CANCELED")
+    expect(page.get_by_test_id("rerun-item")).to_have_count(canceled)
+    assert set(page.get_by_test_id("rerun-item").evaluate_all("rows => rows.map(r => r.dataset.status)")) == {"CANCELED"}
+    session.check()
+
+
+def test_past_reruns_of_an_agent_are_listed_and_one_opens_with_its_items_filtered(session: Session, studio: Studio) -> None:
+    page = session.page
+    agent_id = studio.agent_id(SOLAR)
+    calls = studio.gql("query($id: ID!) { agent(id: $id) { calls(first: 3, filter: { status: [ENDED] }) { nodes { id } } } }",
+                       {"id": agent_id})["agent"]["calls"]["nodes"]
+    job_id = studio.gql("mutation($ids: [ID!]) { rerunAnalysis(input: { callIds: $ids }) { job { id } } }",
+                        {"ids": [c["id"] for c in calls]})["rerunAnalysis"]["job"]["id"]
+    deadline = time.monotonic() + 30
+    while studio.gql(ITEMS, {"id": job_id})["rerunJob"]["status"] != "SUCCEEDED":
+        assert time.monotonic() < deadline, "the rerun did not finish"
+        time.sleep(0.1)
+
+    session.open_agent(studio.key, SOLAR)
+    page.get_by_test_id("tab-reruns").click()
+    row = page.locator(f'[data-testid="rerun-job"][data-id="{job_id}"]')
+    expect(row).to_contain_text("SUCCEEDED")
+    row.get_by_test_id("open-job").click()
+    expect(page.get_by_test_id("rerun-status")).to_have_text("SUCCEEDED")
+    expect(page.get_by_test_id("rerun-item")).to_have_count(3)
+    page.get_by_test_id("item-filter").select_option("FAILED")
+    expect(page.get_by_test_id("rerun-item")).to_have_count(0)
+    expect(page.get_by_test_id("job")).to_contain_text("No failed items")
+    page.get_by_test_id("item-filter").select_option("SUCCEEDED")
+    expect(page.get_by_test_id("rerun-item")).to_have_count(3)
+    # The address remembers the opened job: a reload comes back to it.
+    page.reload()
+    expect(page.get_by_test_id("rerun-status")).to_have_text("SUCCEEDED")
+    expect(page.get_by_test_id("job")).to_contain_text(job_id)
+    session.check()

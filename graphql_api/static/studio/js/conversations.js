@@ -15,6 +15,9 @@ export function comparison(before, after, { voice, fieldNames, beforeLabel, afte
       h("td", {}, after ? show(row.after) : "—")))));
 }
 
+// The server analyzes only finished conversations: these can be neither previewed nor rerun yet.
+const IN_PROGRESS = new Set(["REGISTERED", "ONGOING"]);
+
 export class Conversations {
   constructor(studio) {
     this.studio = studio;
@@ -33,7 +36,7 @@ export class Conversations {
     this.tickNote = h("span", { testid: "ticked-count" });
     this.previewBox = h("section", { class: "preview", testid: "preview", hidden: true });
     fill(this.el,
-      h("p", { class: "muted" }, `Tick ${this.voice ? "calls" : "chats"} to rerun exactly those (the Rerun tab), `,
+      h("p", { class: "muted" }, `Tick finished ${this.voice ? "calls" : "chats"} to rerun exactly those (the Rerun tab), `,
         "or preview the saved draft on one. A preview is charged like a rerun and never replaces the current analysis."),
       h("div", { class: "toolbar" }, this.tickNote,
         h("button", { type: "button", class: "secondary", onclick: () => this.tickAll() }, "Tick all shown"),
@@ -67,8 +70,10 @@ export class Conversations {
 
   row(node) {
     const ticked = this.studio.ticked;
+    const busy = IN_PROGRESS.has(node.status);
     const box = h("input", {
       type: "checkbox", testid: "conversation-tick", checked: ticked.has(node.id), "aria-label": `Tick ${node.id}`,
+      disabled: busy, title: busy ? "Still in progress: only finished conversations are analyzed." : null,
       onchange: () => {
         if (box.checked) ticked.set(node.id, node);
         else ticked.delete(node.id);
@@ -86,12 +91,14 @@ export class Conversations {
       h("td", {}, analysis ? analysis.userSentiment : "—"),
       h("td", { class: "summary" }, h("div", { class: "clamp", title: analysis?.summary || null },
         analysis?.summary || h("span", { class: "muted" }, "not analyzed"))),
-      h("td", {}, h("button", { type: "button", class: "secondary small", testid: "preview-button", onclick: () => this.preview(node) }, "Preview")));
+      h("td", {}, busy ? null : h("button", {
+        type: "button", class: "secondary small", testid: "preview-button", onclick: () => this.preview(node),
+      }, "Preview")));
   }
 
   tickAll() {
-    for (const node of this.rows) this.studio.ticked.set(node.id, node);
-    this.body.querySelectorAll("input[type=checkbox]").forEach((box) => (box.checked = true));
+    for (const node of this.rows) if (!IN_PROGRESS.has(node.status)) this.studio.ticked.set(node.id, node);
+    this.body.querySelectorAll("input[type=checkbox]:not(:disabled)").forEach((box) => (box.checked = true));
     this.updateTicks();
   }
 
