@@ -403,3 +403,29 @@ def test_past_reruns_of_an_agent_are_listed_and_one_opens_with_its_items_filtere
     expect(page.get_by_test_id("rerun-status")).to_have_text("SUCCEEDED")
     expect(page.get_by_test_id("job")).to_contain_text(job_id)
     session.check()
+
+
+def test_without_graphql_ws_a_running_rerun_is_followed_by_polling(session: Session, studio: Studio) -> None:
+    page = session.page
+    # As when setup could not install graphql-ws: its browser build loads but can't define its global.
+    page.add_init_script("Object.defineProperty(window, 'graphqlWs', { value: undefined, writable: false });")
+    page.add_init_script(RECORD_PROGRESS)
+    agent_id = studio.agent_id(SOLAR)
+    calls = studio.gql("query($id: ID!) { agent(id: $id) { calls(first: 6, filter: { status: [ENDED] }) { nodes { id } } } }",
+                       {"id": agent_id})["agent"]["calls"]["nodes"]
+    studio.gemini.delay_s = 1.0  # six items, two at a time: about three seconds
+    try:
+        job_id = studio.gql("mutation($ids: [ID!]) { rerunAnalysis(input: { callIds: $ids }) { job { id } } }",
+                            {"ids": [c["id"] for c in calls]})["rerunAnalysis"]["job"]["id"]
+        page.goto(f"{studio.base_url}/studio#key={studio.key}")
+        expect(page.get_by_test_id("agent-item")).to_have_count(3)
+        page.goto(f"{studio.base_url}/studio#agent={agent_id}&job={job_id}")
+        expect(page.get_by_test_id("progress-feed")).to_contain_text("Polling every second")
+        expect(page.get_by_test_id("rerun-status")).to_have_text("SUCCEEDED", timeout=20_000)
+    finally:
+        studio.gemini.delay_s = 0.05
+    expect(page.get_by_test_id("rerun-item")).to_have_count(6)
+    seen = page.evaluate("window.progressSeen")
+    assert any(0 < value < 6 for value in seen), seen
+    assert session.sockets == []
+    session.check()

@@ -12,6 +12,12 @@ function change(before, after, changed) {
   return h("span", { class: "change" }, h("del", {}, show(before)), " → ", h("ins", {}, show(after)));
 }
 
+/** Long text changed: the new text, with the old one above it, quieter. */
+function textChange(before, after, changed) {
+  if (!changed) return h("span", {}, show(after ?? before));
+  return h("div", { class: "change stacked" }, h("del", {}, show(before)), h("ins", {}, show(after)));
+}
+
 /** One rerun: counters and a progress bar fed by rerunProgress (or polling without graphql-ws), its items, cancel. */
 export class JobPanel {
   constructor(studio, jobId) {
@@ -50,6 +56,7 @@ export class JobPanel {
     this.flips = h("p", { class: "flips", testid: "flipped" });
     this.cancel = h("button", { type: "button", class: "danger", testid: "cancel-rerun", onclick: () => this.cancelJob() }, "Cancel rerun");
     this.note = h("p", { class: "muted", role: "status" });
+    this.feed = h("p", { class: "muted", testid: "progress-feed" });
     this.rows = h("tbody");
     this.more = h("button", { type: "button", class: "secondary", hidden: true, onclick: () => this.loadMore() }, "Load more items");
     const select = h("select", { testid: "item-filter", onchange: () => this.setFilter(select.value) },
@@ -59,7 +66,7 @@ export class JobPanel {
         h("h3", {}, "Rerun ", h("span", { class: "mono" }, this.job.id), " ", this.status),
         this.cancel),
       h("div", { class: "progress-line" }, this.progress, this.done),
-      this.counters, this.flips, this.note,
+      this.counters, this.flips, this.feed, this.note,
       h("div", { class: "toolbar" }, h("label", {}, "Show items: ", select)),
       h("div", { class: "table-wrap" },
         h("table", { class: "list items" },
@@ -106,7 +113,8 @@ export class JobPanel {
     }
     const partial = finished < this.job.succeeded ? ` (among the ${count(finished)} items loaded)` : "";
     fill(this.flips, h("strong", { testid: "flipped-count" }, String(toSuccessful + toUnsuccessful)),
-      ` outcome(s) flipped${partial}: ${toUnsuccessful} became unsuccessful, ${toSuccessful} became successful.`);
+      ` outcome(s) flipped${partial}: ${toUnsuccessful} became unsuccessful, ${toSuccessful} became successful.`,
+      toUnsuccessful ? h("span", { class: "muted" }, " A required data field left empty makes a conversation unsuccessful.") : null);
   }
 
   renderRows() {
@@ -116,9 +124,9 @@ export class JobPanel {
     fill(this.rows, shown.length ? shown.map((item) => {
       const rows = resultRows(item.previousResult, item.result, { voice, fieldNames });
       const byKey = Object.fromEntries(rows.map((row) => [row.key, row]));
-      const cell = (key) => {
+      const cell = (key, render = change) => {
         const row = byKey[key];
-        return h("td", { class: row.changed ? "changed" : null }, item.result ? change(row.before, row.after, row.changed) : show(row.before));
+        return h("td", { class: row.changed ? "changed" : null }, item.result ? render(row.before, row.after, row.changed) : show(row.before));
       };
       const fields = rows.filter((row) => row.custom && row.changed);
       const flip = flipped(item.previousResult, item.result);
@@ -129,8 +137,8 @@ export class JobPanel {
           item.result ? change(byKey.successful.before, byKey.successful.after, byKey.successful.changed) : show(byKey.successful.before),
           flip ? h("span", { class: "badge flip" }, "flipped") : null),
         cell("userSentiment"),
-        cell("summary"),
-        h("td", {}, item.error ? h("span", { class: "error-text" }, item.error)
+        cell("summary", textChange),
+        h("td", { class: "fields" }, item.error ? h("span", { class: "error-text" }, item.error)
           : fields.length ? fields.map((row) => h("div", {}, `${row.label}: `, change(row.before, row.after, true)))
           : item.result ? h("span", { class: "muted" }, "none") : "—"));
     }) : h("tr", {}, h("td", { colspan: 6, class: "muted" }, this.filter ? `No ${this.filter.toLowerCase()} items loaded.` : "No items.")));
@@ -147,10 +155,10 @@ export class JobPanel {
 
   follow() {
     if (!this.studio.api.live) {
-      this.note.textContent = "Live updates need graphql-ws (installed by `make setup`); polling every second instead.";
+      this.feed.textContent = "Polling every second: live updates need graphql-ws, which `make setup` installs.";
       return this.poll();
     }
-    this.note.textContent = "Live: following rerunProgress over WebSocket.";
+    this.feed.textContent = "Live: following rerunProgress over WebSocket.";
     this.stop = this.studio.api.subscribe(Q.PROGRESS, { id: this.jobId }, {
       next: ({ rerunProgress: event }) => {
         this.job = event.job;
@@ -159,7 +167,7 @@ export class JobPanel {
       },
       error: (error) => {
         this.stop = null;
-        this.note.textContent = `${error.message} Polling every second instead.`;
+        this.feed.textContent = `${error.message} Polling every second instead.`;
         this.poll();
       },
       complete: () => {

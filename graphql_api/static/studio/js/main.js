@@ -106,6 +106,7 @@ class Studio {
   }
 
   async connect(key, { agentId, tab, jobId }) {
+    this.jobs.close();
     this.api?.close();
     this.api = new Api(key);
     this.say("", "info");
@@ -126,6 +127,7 @@ class Studio {
     const data = await this.run(this.api.request(Q.AGENT, { id }));
     if (!data) return;
     this.jobs.close();
+    this.say("", "info");
     this.agent = data.agent;
     this.ticked.clear();
     this.agentList.querySelectorAll("li").forEach((li) => li.classList.toggle("current", li.dataset.id === id));
@@ -158,7 +160,7 @@ class Studio {
   showTab(name, options = {}) {
     this.tab = name;
     for (const [tab, button] of this.tabButtons) button.setAttribute("aria-selected", String(tab === name));
-    if (name === "rerun") this.planner.load(options);
+    if (name === "rerun") this.planner.show(options);
     if (name === "reruns" && !this.jobs.panel) this.jobs.refresh();
     fill(this.view.querySelector(".pane"), this.panes.get(name));
     this.remember();
@@ -186,4 +188,7 @@ class Studio {
   }
 }
 
-new Studio().start();
+const studio = new Studio();
+studio.start();
+// A link followed in an open tab (a new #key=, an agent or a job) changes only the fragment.
+window.addEventListener("hashchange", () => studio.start());

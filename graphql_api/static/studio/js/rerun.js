@@ -21,15 +21,41 @@ export class RerunPlanner {
     this.mode = "filter";
   }
 
-  load({ mode } = {}) {
-    if (mode) this.mode = mode;
+  /** Show the tab: built once per agent, so the filter survives switching tabs; what may have changed is updated. */
+  show({ mode } = {}) {
     const agent = this.studio.agent;
+    if (this.agent !== agent) {
+      this.agent = agent;
+      this.mode = "filter";
+      this.load();
+    }
+    if (mode) this.setMode(mode);
     const draft = agent.draft;
     const ticked = this.studio.ticked.size;
+    this.tickedLabel.textContent = `The ${ticked} ticked in the Conversations tab`;
+    this.draftNote.textContent = `Uses the config of draft v${draft.version} (revision ${draft.revision})`;
+    this.dirtyNote.hidden = !this.studio.configEditor.dirty;
+    // An estimate is for one draft revision and one set of ticks: anything else needs a new one.
+    if (this.estimated && this.estimated.basis !== this.basis()) this.invalidate();
+  }
+
+  basis() {
+    return `${this.studio.agent.draft.revision}:${[...this.studio.ticked.keys()].join(",")}`;
+  }
+
+  setMode(mode) {
+    this.mode = mode;
+    this.el.querySelector(`input[name="target-mode"][value="${mode}"]`).checked = true;
+    this.filterBox.disabled = mode !== "filter";
+    this.invalidate();
+  }
+
+  load() {
+    const agent = this.studio.agent;
     const invalidate = () => this.invalidate();
     const radio = (value, label) => h("label", { class: "check" },
       h("input", { type: "radio", name: "target-mode", value, testid: `target-${value}`, checked: this.mode === value,
-        onchange: () => { this.mode = value; this.filterBox.disabled = value !== "filter"; invalidate(); } }), " ", label);
+        onchange: () => this.setMode(value) }), " ", label);
     const boxes = (name, values, label) => h("fieldset", { class: "inline" }, h("legend", {}, label),
       values.map(([value, text]) => h("label", { class: "check" },
         h("input", { type: "checkbox", name, value, onchange: invalidate }), " ", text)));
@@ -52,19 +78,23 @@ export class RerunPlanner {
     this.problem = h("div", { class: "problem", role: "alert", hidden: true });
     this.start = h("button", { type: "button", testid: "start-rerun", disabled: true, onclick: () => this.startRerun() }, "Start rerun");
 
+    this.tickedLabel = h("span");
+    this.draftNote = h("strong");
+    this.dirtyNote = h("p", { class: "warning", hidden: true },
+      "You have unsaved edits in the config tab: save them first, or the rerun uses the saved draft.");
     fill(this.el,
       h("fieldset", {}, h("legend", {}, "What to rerun"),
         radio("filter", `${agent.channel === "VOICE" ? "Calls" : "Chats"} of ${agent.name} matching a filter`),
-        radio("ticked", `The ${ticked} ticked in the Conversations tab`)),
+        radio("ticked", this.tickedLabel)),
       this.filterBox,
       h("div", { class: "row" },
         h("label", { class: "field" }, "Budget cap (USD)", this.cap),
         h("p", { class: "hint" }, "The rerun is refused, and nothing is created, when the estimate is above the cap.")),
       h("div", { class: "rules-inline" },
-        h("p", {}, h("strong", {}, `Uses the config of draft v${draft.version} (revision ${draft.revision})`),
+        h("p", {}, this.draftNote,
           ", even for conversations an older published version handled. It is snapshotted when you start: edits saved later don't change this rerun."),
         h("p", {}, h("strong", {}, "Every rerun is charged, for every model"), ", including models that were free for the initial analysis."),
-        this.studio.configEditor.dirty ? h("p", { class: "warning" }, "You have unsaved edits in the config tab: save them first, or the rerun uses the saved draft.") : null),
+        this.dirtyNote),
       h("div", { class: "actions" },
         h("button", { type: "button", class: "secondary", testid: "estimate-button", onclick: () => this.estimate() }, "Estimate cost"),
         this.start),
@@ -137,7 +167,7 @@ export class RerunPlanner {
     this.estimateBox.hidden = false;
     if (e.conversations === 0) return this.fail("Nothing to rerun: no finished conversation matches.");
     // One key per estimate: a double-click or a retry of this start returns the same job.
-    this.estimated = { input, idempotencyKey: `studio-${randomId()}` };
+    this.estimated = { input, idempotencyKey: `studio-${randomId()}`, basis: this.basis() };
     this.start.disabled = false;
   }
 
