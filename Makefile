@@ -48,5 +48,9 @@ bench-reruns: setup
 load: setup
 	$(PY) -m bench.load
 
+# Screenshots of the studio (docs/studio-*.png), taken by its browser tests against the demo data; needs chromium.
+studio-screenshots: setup
+	STUDIO_SCREENSHOTS=docs $(PY) -m pytest -q -p no:cacheprovider tests/test_studio.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
