@@ -146,9 +146,9 @@ export class JobPanel {
 
   /** Redraw at most once a frame however fast events arrive. */
   schedule() {
-    if (this.pending) return;
-    this.pending = requestAnimationFrame(() => {
-      this.pending = null;
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = null;
       this.update();
     });
   }
@@ -223,7 +223,7 @@ export class JobPanel {
     this.closed = true;
     if (this.stop) this.stop();
     clearTimeout(this.timer);
-    if (this.pending) cancelAnimationFrame(this.pending);
+    if (this.frame) cancelAnimationFrame(this.frame);
   }
 }
 

@@ -97,16 +97,23 @@ class Studio {
     this.keyInput.value = "";
     this.api?.close();
     this.api = null;
-    this.agent = null;
-    this.jobs.close();
-    this.agentList.replaceChildren();
-    this.view.replaceChildren(...$("#welcome-template").content.cloneNode(true).childNodes);
-    this.remember();
+    this.reset();
     this.say("The key is forgotten in this browser.", "info");
   }
 
-  async connect(key, { agentId, tab, jobId }) {
+  /** Back to no agent open and none listed: another key may see another workspace. */
+  reset() {
     this.jobs.close();
+    this.agent = null;
+    this.tabButtons = null;
+    $("#key-status").textContent = "";
+    this.agentList.replaceChildren();
+    this.view.replaceChildren(...$("#welcome-template").content.cloneNode(true).childNodes);
+    this.remember();
+  }
+
+  async connect(key, { agentId, tab, jobId }) {
+    this.reset();
     this.api?.close();
     this.api = new Api(key);
     this.say("", "info");

@@ -3,7 +3,8 @@
 import { h, fill, count, money, randomId } from "./dom.js";
 import * as Q from "./queries.js";
 
-const STATUSES = { VOICE: ["REGISTERED", "NOT_CONNECTED", "ONGOING", "ENDED", "ERROR"], CHAT: ["ONGOING", "ENDED", "ERROR"] };
+// Only finished conversations are analyzed, so registered and ongoing ones are not offered.
+const STATUSES = { VOICE: ["NOT_CONNECTED", "ENDED", "ERROR"], CHAT: ["ENDED", "ERROR"] };
 const SENTIMENTS = ["NEGATIVE", "NEUTRAL", "POSITIVE", "UNKNOWN"];
 
 const checked = (root, name) => [...root.querySelectorAll(`input[name="${name}"]:checked`)].map((box) => box.value);
@@ -73,7 +74,7 @@ export class RerunPlanner {
       boxes("status", STATUSES[agent.channel].map((s) => [s, s.toLowerCase().replace("_", " ")]), "Status"),
       boxes("sentiment", SENTIMENTS.map((s) => [s, s.toLowerCase()]), "Sentiment now"));
 
-    this.cap = h("input", { type: "number", min: "0", step: "0.01", testid: "max-cost", placeholder: "no cap", onchange: invalidate });
+    this.cap = h("input", { type: "number", min: "0", step: "0.01", testid: "max-cost", placeholder: "no cap", oninput: invalidate });
     this.estimateBox = h("div", { class: "estimate", testid: "estimate", hidden: true });
     this.problem = h("div", { class: "problem", role: "alert", hidden: true });
     this.start = h("button", { type: "button", testid: "start-rerun", disabled: true, onclick: () => this.startRerun() }, "Start rerun");
