@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+
+import structlog
 
 from graphql_api.config import Settings
 from graphql_api.db import MigrationError, migrate
 from graphql_api.logs import setup_logging
 from graphql_api.services import database_url, open_services
 
-log = logging.getLogger("graphql_api")
+log = structlog.stdlib.get_logger("graphql_api")
 
 DEMO_WORKSPACE = "demo"
 
@@ -35,18 +36,18 @@ async def _seed(settings: Settings, url: str, *, only_if_empty: bool) -> None:
     async with open_services(settings, url) as services:
         workspace = await ensure_workspace(db=services.db, name=DEMO_WORKSPACE)
         if only_if_empty and not await services.db.fetch_val("workspace_is_empty", workspace_id=workspace.id):
-            log.info("seed_skipped workspace=demo reason=not empty")
+            log.info("seed_skipped", workspace=DEMO_WORKSPACE, reason="not empty")
             return
         records = list(enumerate(generate_demo_records(), start=1))
-        log.info("seed_started workspace=demo records=%d", len(records))
+        log.info("seed_started", workspace=DEMO_WORKSPACE, records=len(records))
         report = await Importer(
             db=services.db, workspace_id=workspace.id, analyzer=services.analyzer,
             concurrency=settings.analysis_concurrency, fill_only=True,
         ).run(records)
         for line, reason in report.errors:
-            log.error("seed_record_failed record=%d reason=%s", line, reason)
+            log.error("seed_record_failed", record=line, reason=reason)
         for line, notice in report.notices:
-            log.info("seed_record_kept record=%d %s", line, notice)
+            log.info("seed_record_kept", record=line, notice=notice)
         print(f"seeded workspace demo: {report.summary()}")
 
 
@@ -151,7 +152,7 @@ async def _worker(settings: Settings, url: str) -> None:
         loop.add_signal_handler(sig, stopped.set)
     async with open_services(settings, url, background=True):
         await stopped.wait()
-        log.info("rerun_worker_process_stopping reason=signal")
+        log.info("rerun_worker_process_stopping", reason="signal")
 
 
 def _serve(settings: Settings, url: str) -> None:
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except _Stopped as stopped:
         name = signal.Signals(stopped.signum).name
-        log.info("process_stopped command=%s signal=%s", args.command, name)
+        log.info("process_stopped", command=args.command, signal=name)
         # For a command that serves until told to stop, the stop is its normal end; any other was cut short.
         return 0 if args.command in _SERVING_COMMANDS else 128 + stopped.signum
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from starlette.websockets import WebSocket
 from graphql import ExecutionResult
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
+import structlog
 
 from graphql_api import http as graphql_http
 from graphql_api.config import Settings
@@ -37,7 +37,7 @@ from graphql_api.studio import studio_page, to_studio
 from graphql_api.websocket import LegacyWSHandler, TransportWSHandler, admit, socket_metrics
 from graphql_api.workspaces import bearer_key
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 
 class Metrics(Collector):
@@ -124,7 +124,7 @@ async def healthz(request: Request) -> Response:
     try:
         reachable = await asyncio.wait_for(services.db.ping(), timeout=2.0)
     except Exception as exc:  # any failure means unreachable; the body says which
-        log.warning("healthz_database_unreachable error=%s", type(exc).__name__)
+        log.warning("healthz_database_unreachable", error=type(exc).__name__)
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "reachable" if reachable else "unreachable"})
 
@@ -182,9 +182,9 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
         async with open_services(settings, database_url, background=True) as services:
             app.state.services = services
             app.state.metrics = Metrics(services)
-            log.info("server_ready analyzer=%s", services.analyzer.name)
+            log.info("server_ready", analyzer=services.analyzer.name)
             yield
-            log.info("server_stopping reason=shutdown")
+            log.info("server_stopping", reason="shutdown")
 
     # Browsers on the configured origins may open the WebSocket too (Strawberry refuses other origins).
     view = GraphQLView(allowed_origins=settings.cors_origins)

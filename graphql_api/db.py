@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import re
 import signal
 import threading
@@ -25,8 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import databases
 import orjson
+import structlog
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 # Package data, so an installed package (a wheel, a container image) finds it as well as a checkout.
 SQL_DIR: Traversable = files("graphql_api") / "sql"
@@ -290,7 +290,7 @@ async def migrate(url: str) -> list[str]:
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     number, name, migration_checksum(text),
                 )
-            log.info("migration_applied version=%s name=%s ms=%.0f", number, name, (time.perf_counter() - started) * 1000)
+            log.info("migration_applied", version=number, name=name, ms=round((time.perf_counter() - started) * 1000))
             applied_now.append(f"{number:03d}_{name}")
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
@@ -326,8 +326,8 @@ class EmbeddedPostgres:
             # "stop": the server stops when the last process using this directory lets go of it.
             mode = "delete" if self.delete_on_stop else "stop"
             self._server = pgserver.get_server(self.directory, cleanup_mode=mode)
-        log.info("embedded_postgres_ready dir=%s pid=%s ms=%.0f", self.directory, self._server.get_pid(),
-                 (time.perf_counter() - started) * 1000)
+        log.info("embedded_postgres_ready", dir=self.directory, pid=self._server.get_pid(),
+                 ms=round((time.perf_counter() - started) * 1000))
         return self._server.get_uri()
 
     def stop(self) -> None:
@@ -340,9 +340,9 @@ class EmbeddedPostgres:
             server.cleanup()
         others = server.global_process_id_list.get()
         if others:
-            log.info("embedded_postgres_left_running dir=%s users=%s", self.directory, ",".join(map(str, others)))
+            log.info("embedded_postgres_left_running", dir=self.directory, users=",".join(map(str, others)))
         else:
-            log.info("embedded_postgres_stopped dir=%s", self.directory)
+            log.info("embedded_postgres_stopped", dir=self.directory)
 
     def _forget_dead_users(self) -> None:
         pgserver = _import_pgserver()
@@ -354,7 +354,7 @@ class EmbeddedPostgres:
             if dead:
                 users.put([pid for pid in pids if pid not in dead])
         if dead:
-            log.info("embedded_postgres_dead_users_forgotten dir=%s pids=%s", self.directory, ",".join(map(str, dead)))
+            log.info("embedded_postgres_dead_users_forgotten", dir=self.directory, pids=",".join(map(str, dead)))
 
 
 def _import_pgserver() -> Any:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import logging
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -36,8 +35,9 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+import structlog
 
-logger = logging.getLogger(__name__)
+logger = structlog.stdlib.get_logger(__name__)
 
 __all__ = [
     "CDN_PREFIX",
@@ -253,7 +253,7 @@ def _set_graphiql_props(page: str, props: Mapping[str, str]) -> str:
     """Set (replace or add) props of the ``React.createElement(GraphiQL, {...})`` call."""
     anchor = re.search(r"React\.createElement\(\s*GraphiQL\s*,\s*\{", page)
     if anchor is None:
-        logger.warning("GraphiQL template changed: cannot set %s", ", ".join(props))
+        logger.warning("graphiql_template_changed", props_not_set=",".join(props))
         return page
     end = page.find("}", anchor.end())
     body = page[anchor.end() : end]
@@ -307,7 +307,7 @@ def render_graphiql(
         )
     leftover = _PLACEHOLDER_RE.findall(page)
     if leftover:
-        logger.warning("GraphiQL template has unknown placeholders: %s", ", ".join(sorted(set(leftover))))
+        logger.warning("graphiql_placeholders_unknown", placeholders=",".join(sorted(set(leftover))))
 
     headers = DEFAULT_HEADERS if default_headers is None else default_headers
     page = _set_graphiql_props(

@@ -19,7 +19,6 @@ Status codes, as the specification says for each response media type:
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
+import structlog
 
 from graphql_api.errors import ApiError
 from graphql_api.graphiql import wants_graphiql
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from graphql_api.app import GraphQLView
     from graphql_api.services import Services
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -226,7 +226,7 @@ async def handle(view: GraphQLView, request: Request) -> Response:
                 operation_extensions=extensions,
             )
     except TimeoutError:
-        log.warning("request_deadline_exceeded seconds=%s key=%s", settings.request_timeout_s, context.key_prefix)
+        log.warning("request_deadline_exceeded", seconds=settings.request_timeout_s, key=context.key_prefix)
         return _answer(_error_payload(
             f"The request took longer than {settings.request_timeout_s:g} s (REQUEST_TIMEOUT_S) and was stopped.",
             {"code": "LIMIT_EXCEEDED", "limit": "request_timeout_s", "value": settings.request_timeout_s},
@@ -253,7 +253,7 @@ async def handle(view: GraphQLView, request: Request) -> Response:
         if task is not None and task.cancelling():
             raise  # the request itself is being cancelled (the client left, the server stops)
         # A resolver's cancellation escaped the executor: a bug of ours, answered like any other.
-        log.exception("request_failed_unexpectedly key=%s", context.key_prefix)
+        log.exception("request_failed_unexpectedly", key=context.key_prefix)
         return _answer(_error_payload(INTERNAL_MESSAGE, {"code": "INTERNAL"}), 500, media_type)
 
     errors = [with_code(error) for error in result.errors or ()]

@@ -7,7 +7,6 @@ value that differs, and never takes back a draft edit made here (see `Importer`)
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import structlog
 
 from graphql_api.agents import CONFIG_KEYS, config_of
 from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer
@@ -27,7 +27,7 @@ from graphql_api.conversations import ANALYZABLE_STATUSES, conversation_for_anal
 from graphql_api.db import Database
 from graphql_api.errors import ApiError
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 CALL_STATUSES = {"registered", "not_connected", "ongoing", "ended", "error"}
 CHAT_STATUSES = {"ongoing", "ended", "error"}
@@ -707,7 +707,7 @@ class Importer:
                 except AnalysisError as exc:
                     failed += 1
                     self.report.analyses_failed += 1
-                    log.warning("initial_analysis_failed conversation=%s error=%s", conv["conversation_id"], exc)
+                    log.warning("initial_analysis_failed", conversation=conv["conversation_id"], error=str(exc))
                     await record_failed_run(
                         db=self.db, workspace_id=ws, conversation_id=conv["conversation_id"], trigger="INITIAL", error=exc
                     )
@@ -723,15 +723,15 @@ class Importer:
                         outcome=outcome,
                     )
                 except asyncpg.UniqueViolationError:
-                    log.info("initial_analysis_exists conversation=%s: another import stored it first", conv["conversation_id"])
+                    log.info("initial_analysis_exists", conversation=conv["conversation_id"], reason="another import stored it first")
                     return
                 done += 1
                 self.report.analyses_run += 1
                 if done % 100 == 0:
-                    log.info("initial_analysis_progress done=%d of=%d failed=%d seconds=%.1f", done, total, failed, time.monotonic() - started)
+                    log.info("initial_analysis_progress", done=done, of=total, failed=failed, seconds=round(time.monotonic() - started, 1))
 
         await asyncio.gather(*(one(c) for c in conversations))
-        log.info("initial_analysis_finished done=%d failed=%d seconds=%.1f", done, failed, time.monotonic() - started)
+        log.info("initial_analysis_finished", done=done, failed=failed, seconds=round(time.monotonic() - started, 1))
 
 
 async def import_text(*, db: Database, workspace_id: int, text: str, analyzer: Analyzer, concurrency: int = 8) -> ImportReport:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+import structlog
 
 from graphql_api.analysis.base import Analyzer
 from graphql_api.config import Settings
@@ -19,7 +20,7 @@ from graphql_api.schema.documents import DocumentCache
 from graphql_api.reruns.worker import RerunWorker
 from graphql_api.workspaces import Authenticator
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 
 @dataclass
@@ -54,7 +55,7 @@ def make_analyzer(settings: Settings) -> Analyzer:
     if settings.gemini_api_key:
         from graphql_api.analysis.gemini import GeminiAnalyzer
 
-        log_once(log, logging.INFO, "analyzer_selected analyzer=gemini base_url=%s", settings.gemini_base_url or "default")
+        log_once(log.info, "analyzer_selected", analyzer="gemini", base_url=settings.gemini_base_url or "default")
         return GeminiAnalyzer(
             settings.gemini_api_key,
             settings.gemini_base_url,
@@ -65,9 +66,9 @@ def make_analyzer(settings: Settings) -> Analyzer:
     from graphql_api.analysis.offline import OfflineAnalyzer
 
     log_once(
-        log, logging.WARNING,
-        "analyzer_selected analyzer=offline reason=GEMINI_API_KEY unset; results come from the deterministic "
-        "offline analyzer (model 'offline', no cost), not from an LLM",
+        log.warning, "analyzer_selected", analyzer="offline",
+        reason="GEMINI_API_KEY unset; results come from the deterministic offline analyzer (model 'offline', no cost), "
+        "not from an LLM",
     )
     return OfflineAnalyzer()
 
@@ -96,7 +97,7 @@ async def open_services(
         await migrate(url)
     db = Database(url, max_size=settings.db_pool_max, statement_timeout_ms=settings.statement_timeout_ms)
     await db.connect()
-    log_once(log, logging.INFO, "database_connected url=%s", describe_url(url))
+    log_once(log.info, "database_connected", url=describe_url(url))
     services = Services(settings=settings, db=db, authenticator=Authenticator(db), analyzer=make_analyzer(settings))
     worker_task = None
     try:

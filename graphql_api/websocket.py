@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from datetime import timedelta
 from json import JSONDecodeError
@@ -18,6 +17,7 @@ from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+import structlog
 
 from graphql_api.workspaces import PREFIX_LENGTH, bearer_key
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from graphql_api.schema.context import Context
     from graphql_api.services import Services
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 # Close codes. 4403 and 4408 are graphql-transport-ws's own (graphql-ws has none: it gets them too, after a
 # coded connection_error); 4429 is the protocol's "too many" code, used here for the socket caps; 1009 is RFC 6455's.
@@ -188,7 +188,7 @@ class _SocketRules:
         except SocketRefused as refusal:
             await self.refuse(refusal)
         except Exception as exc:  # the database may be down: the client may try again
-            log.warning("ws_connection_init_failed error=%s", type(exc).__name__)
+            log.warning("ws_connection_init_failed", error=type(exc).__name__)
             await self.websocket.close(CLOSE_INTERNAL_ERROR, "Internal error")
 
     async def refuse(self, refusal: SocketRefused) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 import time
 import weakref
@@ -15,9 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from graphql_api.db import Database
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 KEY_PREFIX = "ak_"
 PREFIX_LENGTH = 10  # the part of a key stored in clear, to find it and to tell keys apart in listings
@@ -179,7 +180,7 @@ def key_revoked(*, db: Database, key_id: int) -> int:
     """A revocation notice (or a revocation found by `recheck_sessions`): the authenticators on this database forget
     the key and end its sessions. How many sessions were ended."""
     ended = sum(a.key_revoked(key_id) for a in list(_AUTHENTICATORS) if a._db is db)
-    log.info("api_key_revoked key_id=%s sessions_closed=%d", key_id, ended)
+    log.info("api_key_revoked", key_id=key_id, sessions_closed=ended)
     return ended
 
 

@@ -228,7 +228,7 @@ async def test_500s_then_success_retries_and_logs_each_attempt(
     retries = [r for r in caplog.records if r.name == "graphql_api.analysis.gemini"]
     assert [(r.attempt, r.status) for r in retries] == [(1, 500), (2, 500), (3, 500)]  # type: ignore[attr-defined]
     assert all(r.conversation_id == CALL.id and r.delay_s >= 0 for r in retries)  # type: ignore[attr-defined]
-    assert "attempt=1/5 status=500" in retries[0].getMessage()
+    assert retries[0].getMessage().startswith(f"gemini_retry conversation_id={CALL.id} attempt=1 max_attempts=5 status=500 ")
 
 
 async def test_exhausted_retries_raise_a_retryable_error_with_the_last_status(server: GeminiTestServer) -> None:

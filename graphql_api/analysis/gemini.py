@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import random
 import re
@@ -18,6 +17,7 @@ from typing import Any, cast
 
 from google import genai
 from google.genai import errors, types
+import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from graphql_api.analysis.base import (
@@ -36,7 +36,7 @@ from graphql_api.analysis.prompting import (
     render_transcript,
 )
 
-logger = logging.getLogger(__name__)
+logger = structlog.stdlib.get_logger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 429})  # plus every 5xx
 
@@ -204,18 +204,12 @@ class GeminiAnalyzer:
         contents = render_transcript(conversation)
 
         def log_retry(state: RetryCallState) -> None:
-            failure, delay = _failure(state), state.next_action.sleep  # type: ignore[union-attr]
+            failure = _failure(state)
             logger.warning(
-                "gemini retry conversation=%s attempt=%d/%d status=%s delay_s=%.3f reason=%s",
-                conversation.id, state.attempt_number, self.max_attempts, failure.status, delay, failure.reason,
-                extra={
-                    "conversation_id": conversation.id,
-                    "attempt": state.attempt_number,
-                    "max_attempts": self.max_attempts,
-                    "status": failure.status,
-                    "delay_s": delay,
-                    "server_delay_s": failure.server_delay,
-                },
+                "gemini_retry", conversation_id=conversation.id, attempt=state.attempt_number,
+                max_attempts=self.max_attempts, status=failure.status,
+                delay_s=round(state.next_action.sleep, 3),  # type: ignore[union-attr]
+                server_delay_s=failure.server_delay, reason=failure.reason,
             )
 
         retrying = AsyncRetrying(

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
+import structlog
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
 from graphql_api.db import Database
 from graphql_api.reruns import FINAL_STATUSES
 from graphql_api.workspaces import key_revoked, recheck_sessions
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 CHANNEL_PROGRESS = "rerun_progress"
 CHANNEL_QUEUED = "rerun_queued"
@@ -76,8 +76,8 @@ class Subscriber:
     async def _fetch_retrying(self, *, after: int, limit: int) -> tuple[list[Any], dict[int, Any]]:
         """Read missed items, waiting out a database restart rather than ending the stream."""
         def log_retry(state: RetryCallState) -> None:
-            log.warning("progress_gap_read_failed job=%s error=%s retry=%d", self.job_id,
-                        type(state.outcome.exception()).__name__, state.attempt_number)  # type: ignore[union-attr]
+            log.warning("progress_gap_read_failed", job=self.job_id, error=type(state.outcome.exception()).__name__,  # type: ignore[union-attr]
+                        retry=state.attempt_number)
 
         retrying = AsyncRetrying(stop=stop_after_attempt(8), wait=wait_exponential(multiplier=0.25, max=5.0),
                                  before_sleep=log_retry, reraise=True)
@@ -141,7 +141,7 @@ class JobWatch:
                 try:
                     await self._read(db)
                 except Exception as exc:  # the database may be restarting; the next poll tries again
-                    log.warning("progress_read_failed job=%s error=%s", self.job_id, type(exc).__name__)
+                    log.warning("progress_read_failed", job=self.job_id, error=type(exc).__name__)
                     await asyncio.sleep(min(self.hub.poll_s, 1.0))
         finally:
             if self.hub._watches.get((self.workspace_id, self.job_id)) is self:
@@ -222,13 +222,13 @@ class ProgressHub:
             try:
                 key_revoked(db=self.db, key_id=int(payload))
             except ValueError:
-                log.warning("key_revocation_unreadable payload=%.200s", payload)
+                log.warning("key_revocation_unreadable", payload=payload[:200])
             return
         try:
             message = orjson.loads(payload)
             watch = self._watches.get((int(message["w"]), message["j"]))
         except (ValueError, KeyError, TypeError):
-            log.warning("progress_notification_unreadable payload=%.200s", payload)
+            log.warning("progress_notification_unreadable", payload=payload[:200])
             return
         if watch is not None:
             watch.dirty.set()
@@ -239,13 +239,13 @@ class ProgressHub:
         try:
             await recheck_sessions(db=self.db, forget_cached=forget_cached)
         except Exception as exc:  # the database may be restarting; the next round tries again
-            log.warning("key_recheck_failed error=%s", type(exc).__name__)
+            log.warning("key_recheck_failed", error=type(exc).__name__)
 
     async def _connect(self) -> asyncpg.Connection:
         """A connection listening on every channel, tried until one is made, with backoff (0.2 s doubling to 5 s)."""
         def log_retry(state: RetryCallState) -> None:
-            log.warning("progress_listener_lost error=%s retry_in_s=%.1f", type(state.outcome.exception()).__name__,
-                        state.next_action.sleep)  # type: ignore[union-attr]
+            log.warning("progress_listener_lost", error=type(state.outcome.exception()).__name__,  # type: ignore[union-attr]
+                        retry_in_s=state.next_action.sleep)  # type: ignore[union-attr]
 
         async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=5.0), before_sleep=log_retry):
             with attempt:
@@ -266,9 +266,7 @@ class ProgressHub:
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _c: closed.set())
                 self.connected.set()
-                log.info(
-                    "progress_listener_connected channels=%s,%s,%s", CHANNEL_PROGRESS, CHANNEL_QUEUED, CHANNEL_KEY_REVOKED
-                )
+                log.info("progress_listener_connected", channels=f"{CHANNEL_PROGRESS},{CHANNEL_QUEUED},{CHANNEL_KEY_REVOKED}")
                 # Anything sent while we were away is read now.
                 for watch in self._watches.values():
                     watch.dirty.set()
@@ -286,7 +284,7 @@ class ProgressHub:
                     await conn.close()
                 raise
             except Exception as exc:
-                log.warning("progress_listener_lost error=%s", type(exc).__name__)
+                log.warning("progress_listener_lost", error=type(exc).__name__)
             self.connected.clear()
             if not conn.is_closed():
                 conn.terminate()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import socket
 import time
 from typing import Any
 
+import structlog
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
 from graphql_api.analysis.base import AnalysisError, Analyzer
@@ -25,7 +25,7 @@ from graphql_api.reruns import FINAL_STATUSES
 from graphql_api.errors import Conflict, not_found
 from graphql_api.conversations import conversation_for_analysis
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 # A claimed item whose worker keeps dying gives up after this many claims.
 MAX_ATTEMPTS = 3
@@ -77,7 +77,7 @@ class RerunWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        log.info("rerun_worker_started owner=%s concurrency=%d lease_s=%.0f", self.owner, self.concurrency, self.lease_s)
+        log.info("rerun_worker_started", owner=self.owner, concurrency=self.concurrency, lease_s=self.lease_s)
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while not self._stopping:
@@ -98,7 +98,7 @@ class RerunWorker:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             heartbeat.cancel()
-            log.info("rerun_worker_stopped owner=%s processed=%d", self.owner, self.processed)
+            log.info("rerun_worker_stopped", owner=self.owner, processed=self.processed)
 
     def stop(self) -> None:
         self._stopping = True
@@ -114,7 +114,7 @@ class RerunWorker:
             self.db_seconds += time.perf_counter() - started
         except Exception as exc:  # asyncpg raises its own types when the server goes away
             self._unsure_of_leases = True
-            log.warning("rerun_claim_failed owner=%s error=%s retry_in_s=%.1f", self.owner, type(exc).__name__, self.idle_poll_s)
+            log.warning("rerun_claim_failed", owner=self.owner, error=type(exc).__name__, retry_in_s=self.idle_poll_s)
             await asyncio.sleep(self.idle_poll_s)
             return []
         if rows:
@@ -123,7 +123,7 @@ class RerunWorker:
             try:
                 await self.db.fetch_all("rerun_jobs_mark_running", job_ids=sorted({r["job_id"] for r in rows}))
             except Exception as exc:
-                log.warning("rerun_mark_running_failed owner=%s error=%s", self.owner, type(exc).__name__)
+                log.warning("rerun_mark_running_failed", owner=self.owner, error=type(exc).__name__)
         return rows
 
     async def _config(self, job_id: str) -> Any:
@@ -157,7 +157,7 @@ class RerunWorker:
         for row in unknown:
             await self.db.fetch_one("rerun_item_release", job_id=row["job_id"], seq=row["seq"], owner=self.owner)
         if unknown:
-            log.info("rerun_unknown_leases_released owner=%s count=%d", self.owner, len(unknown))
+            log.info("rerun_unknown_leases_released", owner=self.owner, count=len(unknown))
         self._unsure_of_leases = False
 
     async def _job_canceling(self, job_id: str) -> bool:
@@ -177,7 +177,7 @@ class RerunWorker:
         try:
             await self.db.fetch_one("rerun_item_release", job_id=item["job_id"], seq=item["seq"], owner=self.owner)
         except Exception as exc:  # the lease runs out and another worker takes it
-            log.warning("rerun_release_failed job=%s seq=%s error=%s", item["job_id"], item["seq"], type(exc).__name__)
+            log.warning("rerun_release_failed", job=item["job_id"], seq=item["seq"], error=type(exc).__name__)
         finally:
             self._held.discard(key)
 
@@ -194,15 +194,15 @@ class RerunWorker:
             # When the model answered, its tokens are charged with the failure.
             return failure_columns(exc.usage), str(exc)
         except Exception as exc:
-            log.exception("rerun_item_crashed job=%s conversation=%s", item["job_id"], item["conversation_id"])
+            log.exception("rerun_item_crashed", job=item["job_id"], conversation=item["conversation_id"])
             return failure_columns(None), f"internal error: {type(exc).__name__}"
         finally:
             self.analyze_seconds += time.perf_counter() - analyze_started
 
     async def _commit(self, item: Any, values: dict[str, Any], error: str | None, started: float) -> None:
         def log_retry(state: RetryCallState) -> None:
-            log.warning("rerun_commit_retry job=%s seq=%s error=%s retry_in_s=%d", item["job_id"], item["seq"],
-                        type(state.outcome.exception()).__name__, state.next_action.sleep)  # type: ignore[union-attr]
+            log.warning("rerun_commit_retry", job=item["job_id"], seq=item["seq"],
+                        error=type(state.outcome.exception()).__name__, retry_in_s=state.next_action.sleep)  # type: ignore[union-attr]
 
         # The database may be restarting: the lease gives us time to retry (1, 2, 4 and 8 s apart).
         retrying = AsyncRetrying(stop=stop_after_attempt(COMMIT_ATTEMPTS), wait=wait_exponential(max=10),
@@ -216,27 +216,27 @@ class RerunWorker:
                     )
                     self.db_seconds += time.perf_counter() - commit_started
         except Exception:
-            log.error("rerun_commit_failed job=%s seq=%s: giving the item back to be claimed again", item["job_id"], item["seq"])
+            log.error("rerun_commit_failed", job=item["job_id"], seq=item["seq"], outcome="item given back to be claimed again")
             await self._release(item)
             return
         if job is None or job["job_id"] is None:
-            log.warning("rerun_lease_lost job=%s conversation=%s owner=%s: another worker owns it; result discarded",
-                        item["job_id"], item["conversation_id"], self.owner)
+            log.warning("rerun_lease_lost", job=item["job_id"], conversation=item["conversation_id"], owner=self.owner,
+                        outcome="result discarded: another worker owns the item")
             return
         self.processed += 1
         self.failed += error is not None
-        log.debug("rerun_item_done job=%s conversation=%s status=%s ms=%.0f", item["job_id"], item["conversation_id"],
-                  "FAILED" if error else "SUCCEEDED", (time.monotonic() - started) * 1000)
+        log.debug("rerun_item_done", job=item["job_id"], conversation=item["conversation_id"],
+                  status="FAILED" if error else "SUCCEEDED", ms=round((time.monotonic() - started) * 1000))
         if error:
-            log.warning("rerun_item_failed job=%s conversation=%s error=%s", item["job_id"], item["conversation_id"], error)
+            log.warning("rerun_item_failed", job=item["job_id"], conversation=item["conversation_id"], error=error)
         finished = job["succeeded"] + job["failed"]
         step = max(1, job["total"] // 10)
         if finished % step == 0 and job["status"] not in FINAL_STATUSES:
-            log.info("rerun_job_progress job=%s finished=%d of=%d failed=%d", job["job_id"], finished, job["total"], job["failed"])
+            log.info("rerun_job_progress", job=job["job_id"], finished=finished, of=job["total"], failed=job["failed"])
         if job["status"] in FINAL_STATUSES:
             self._configs.pop(item["job_id"], None)
-            log.info("rerun_job_finished job=%s status=%s succeeded=%d failed=%d canceled=%d cost_usd=%s",
-                     job["job_id"], job["status"], job["succeeded"], job["failed"], job["canceled"], job["cost_usd"])
+            log.info("rerun_job_finished", job=job["job_id"], status=job["status"], succeeded=job["succeeded"],
+                     failed=job["failed"], canceled=job["canceled"], cost_usd=job["cost_usd"])
 
     async def _heartbeat(self) -> None:
         """Extend the leases of the items held, and cancel items that dead workers left in canceled jobs."""
@@ -254,9 +254,9 @@ class RerunWorker:
                     )
                 reaped = await self.db.fetch_val("rerun_items_reap")
                 if reaped:
-                    log.info("rerun_abandoned_items_canceled count=%d", reaped)
+                    log.info("rerun_abandoned_items_canceled", count=reaped)
             except Exception as exc:
-                log.warning("rerun_heartbeat_failed owner=%s error=%s", self.owner, type(exc).__name__)
+                log.warning("rerun_heartbeat_failed", owner=self.owner, error=type(exc).__name__)
 
 
 async def cancel_rerun(*, db: Database, workspace_id: int, job_id: str) -> Any:
@@ -271,5 +271,5 @@ async def cancel_rerun(*, db: Database, workspace_id: int, job_id: str) -> Any:
             raise Conflict(f"Rerun job {job_id} is already being canceled; its running items are finishing.")
         canceled = await db.fetch_val("rerun_items_cancel_pending", workspace_id=workspace_id, job_id=job_id)
         job = await db.fetch_one("rerun_job_cancel", workspace_id=workspace_id, job_id=job_id, canceled=canceled)
-    log.info("rerun_job_cancel job=%s canceled_items=%d status=%s", job_id, canceled, job["status"])
+    log.info("rerun_job_cancel", job=job_id, canceled_items=canceled, status=job["status"])
     return job

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from decimal import Decimal
 
 import strawberry
 from graphql.error import GraphQLError
 from strawberry.types import ExecutionContext
+import structlog
 
 from graphql_api.schema.execution import SharedEventExecutor
 from graphql_api.schema.documents import Documents
@@ -18,15 +18,15 @@ from graphql_api.schema.query import Query
 from graphql_api.schema.reruns import Subscription
 from graphql_api.schema.scalars import DateTimeScalar, DecimalScalar
 
+log = structlog.stdlib.get_logger("graphql_api.errors")
+
 
 class Schema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # Unexpected errors were logged with their traceback when ErrorCodes masked them;
         # the rest are the client's and only worth a debug line.
         for error in errors:
-            logging.getLogger("graphql_api.errors").debug(
-                "client_error code=%s message=%s", (error.extensions or {}).get("code"), error.message
-            )
+            log.debug("client_error", code=(error.extensions or {}).get("code"), message=error.message)
 
 
 schema = Schema(

@@ -8,7 +8,6 @@ name and value. The cost is the number of objects a selection can return, with c
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections import OrderedDict
@@ -41,13 +40,14 @@ from graphql import (
 )
 from graphql.error import GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
+import structlog
 
 from graphql_api.config import Settings
 from graphql_api.inputs import text_problem, unstorable_strings
 from graphql_api.schema.extensions import INTERNAL_MESSAGE
 from graphql_api.schema.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 # What a plain list (not a connection) is assumed to hold, for the cost.
 LIST_SIZE_ESTIMATE = 10

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,10 +9,11 @@ import asyncpg
 from graphql.error import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.mask_errors import MaskErrors
+import structlog
 
 from graphql_api.errors import ApiError
 
-log = logging.getLogger("graphql_api.errors")
+log = structlog.stdlib.get_logger("graphql_api.errors")
 
 INTERNAL_MESSAGE = "Internal server error. It has been logged; try again or contact support."
 
@@ -25,7 +25,7 @@ def with_code(error: GraphQLError, settings: Any = None) -> GraphQLError:
         message, extensions = original.message, original.extensions
     elif isinstance(original, asyncpg.QueryCanceledError):
         # PostgreSQL's statement_timeout cut the statement off: the request asked for too much at once.
-        log.warning("statement_timeout path=%s", ".".join(str(p) for p in error.path or ()))
+        log.warning("statement_timeout", path=".".join(str(p) for p in error.path or ()))
         message = "A database statement of this request ran past STATEMENT_TIMEOUT_MS and was stopped; ask for less at once."
         extensions = {"code": "LIMIT_EXCEEDED", "limit": "statement_timeout_ms"}
         if settings is not None:
@@ -35,12 +35,8 @@ def with_code(error: GraphQLError, settings: Any = None) -> GraphQLError:
         message = error.message
         extensions = {**(error.extensions or {}), "code": (error.extensions or {}).get("code", "BAD_USER_INPUT")}
     else:
-        log.error(
-            "unexpected_error path=%s error=%s",
-            ".".join(str(p) for p in error.path),
-            type(original).__name__,
-            exc_info=original,
-        )
+        log.error("unexpected_error", path=".".join(str(p) for p in error.path), error=type(original).__name__,
+                  exc_info=original)
         message, extensions = INTERNAL_MESSAGE, {"code": "INTERNAL"}
     return GraphQLError(
         message,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from decimal import Decimal
@@ -12,6 +11,7 @@ from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
+import structlog
 
 from graphql_api.errors import ApiError, BadUserInput, not_found
 from graphql_api.conversations import Selection
@@ -41,7 +41,7 @@ from graphql_api.schema.types import (
     selected_object_fields,
 )
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -293,8 +293,8 @@ class RerunMutations:
             return RerunAnalysisPayload(job=None, estimate=RerunEstimate.of(plan.estimate), reused=False)
         if not plan.reused:
             log.info(
-                "rerun_job_created job=%s agent=%s items=%d draft_version=%d estimated_cost_usd=%s",
-                plan.job["job_id"], targets.agent_id, plan.job["total"], plan.job["config_version"], plan.estimate.cost_usd,
+                "rerun_job_created", job=plan.job["job_id"], agent=targets.agent_id, items=plan.job["total"],
+                draft_version=plan.job["config_version"], estimated_cost_usd=plan.estimate.cost_usd,
             )
             info.context.services.wake_workers()
         return RerunAnalysisPayload(job=RerunJob.from_row(plan.job), estimate=RerunEstimate.of(plan.estimate), reused=plan.reused)
@@ -351,7 +351,7 @@ class Subscription:
             raise
         except Exception as exc:
             # Errors raised here reach clients without a path; say nothing of the internals.
-            log.error("subscription_failed job=%s error=%s", job_id, type(exc).__name__, exc_info=exc)
+            log.error("subscription_failed", job=job_id, error=type(exc).__name__, exc_info=exc)
             raise ApiError("Internal server error. It has been logged; subscribe again.") from exc
 
 
