@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from graphql_api.analysis.config import validate_data_fields, validate_model, validate_prompt
+from graphql_api.analysis.config import CONFIG_KEYS, validate_data_fields, validate_model, validate_prompt
 from graphql_api.analysis.pricing import DEFAULT_MODEL
 from graphql_api.db import Database
 from graphql_api.errors import Conflict, not_found
 
-CONFIG_KEYS = ("summary_prompt", "successful_prompt", "user_sentiment_prompt", "data_fields", "model")
 _ARGUMENT = {
     "summary_prompt": "summaryPrompt",
     "successful_prompt": "successfulPrompt",

@@ -32,7 +32,8 @@ class Selection:
     sentiments: list[str] | None = None
 
     def filter_params(self) -> dict[str, Any]:
-        """The SQL parameters of the filter (what a page of calls or chats takes besides kind and cursor)."""
+        """The SQL parameters of the filter, conversations_selected (what a page of calls or chats takes besides
+        kind and cursor)."""
         return {
             "agent_id": self.agent_id,
             "versions": self.versions,
@@ -44,8 +45,14 @@ class Selection:
         }
 
     def params(self) -> dict[str, Any]:
-        """The SQL parameters of rerun_targets(): kind, explicit ids and the filter."""
+        """Kind, explicit ids and the filter: what a rerun was asked for."""
         return {"kind": self.kind, "ids": self.ids, **self.filter_params()}
+
+    def target_params(self) -> dict[str, Any]:
+        """The SQL parameters of a rerun's targets (rerun_targets): params(), narrowed to the statuses that can be
+        analyzed."""
+        statuses = ANALYZABLE_STATUSES if self.statuses is None else ANALYZABLE_STATUSES.intersection(self.statuses)
+        return {**self.params(), "statuses": sorted(statuses)}
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.params().items() if v is not None}
@@ -68,5 +75,4 @@ def conversation_for_analysis(row: Any) -> Conversation:
         ),
         status=row["status"],
         disconnection_reason=row["disconnection_reason"],
-        duration_ms=row["duration_ms"],
     )

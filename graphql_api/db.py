@@ -36,6 +36,8 @@ QUERIES_DIR = SQL_DIR / "queries"
 _HEADER = re.compile(r"^-- ([a-z_][a-z0-9_]*) --\s*$")
 # A bind parameter is `:name`, never the second colon of a `::type` cast.
 _PARAM = re.compile(r"(?<![:\w]):([a-zA-Z_]\w*)")
+# Another named block (of any queries file), written in place: `{{name}}`.
+_INCLUDE = re.compile(r"\{\{([a-z_][a-z0-9_]*)\}\}")
 # Migrations take this advisory lock so that processes starting together apply them once.
 _MIGRATION_LOCK = 7_201_554_113
 
@@ -47,22 +49,41 @@ class NamedQuery:
     params: tuple[str, ...]  # parameter name of each placeholder, in order
 
 
-def parse_queries(text: str, *, source: str) -> dict[str, NamedQuery]:
-    """Split a queries file into its named statements and turn `:name` into `$n` placeholders."""
-    blocks: dict[str, list[str]] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        m = _HEADER.match(line)
-        if m:
-            current = m.group(1)
-            if current in blocks:
-                raise ValueError(f"{source}: query {current!r} defined twice")
-            blocks[current] = []
-        elif current is not None:
-            blocks[current].append(line)
+def parse_queries(files: dict[str, str]) -> dict[str, NamedQuery]:
+    """Split queries files (file name -> text) into their named statements and turn `:name` into `$n` placeholders.
+
+    A block can stand inside another one, of any file, as `{{name}}` (a fragment: the one WHERE clause that
+    several statements share); it is written in place before the placeholders are numbered.
+    """
+    bodies: dict[str, str] = {}
+    for source, text in files.items():
+        blocks: dict[str, list[str]] = {}
+        current: str | None = None
+        for line in text.splitlines():
+            m = _HEADER.match(line)
+            if m:
+                current = m.group(1)
+                if current in blocks:
+                    raise ValueError(f"{source}: query {current!r} defined twice")
+                if current in bodies:
+                    raise ValueError(f"{source}: query {current!r} already defined in another file")
+                blocks[current] = []
+            elif current is not None:
+                blocks[current].append(line)
+        for name, lines in blocks.items():
+            bodies[name] = "\n".join(line for line in lines if not line.lstrip().startswith("--")).strip().rstrip(";")
+
+    def expand(name: str, within: tuple[str, ...]) -> str:
+        def include(match: re.Match[str]) -> str:
+            fragment = match.group(1)
+            if fragment not in bodies or fragment in within:
+                raise ValueError(f"query {name!r} includes {fragment!r}, which is unknown or includes it in turn")
+            return expand(fragment, (*within, fragment))
+
+        return _INCLUDE.sub(include, bodies[name])
+
     queries = {}
-    for name, lines in blocks.items():
-        body = "\n".join(line for line in lines if not line.lstrip().startswith("--")).strip().rstrip(";")
+    for name in bodies:
         order: list[str] = []
 
         def number(match: re.Match[str]) -> str:
@@ -71,7 +92,7 @@ def parse_queries(text: str, *, source: str) -> dict[str, NamedQuery]:
                 order.append(key)
             return f"${order.index(key) + 1}"
 
-        queries[name] = NamedQuery(name, _PARAM.sub(number, body), tuple(order))
+        queries[name] = NamedQuery(name, _PARAM.sub(number, expand(name, (name,))), tuple(order))
     return queries
 
 
@@ -80,13 +101,7 @@ def _sql_files(directory: Traversable) -> list[Traversable]:
 
 
 def load_queries(directory: Traversable = QUERIES_DIR) -> dict[str, NamedQuery]:
-    queries: dict[str, NamedQuery] = {}
-    for path in _sql_files(directory):
-        for name, query in parse_queries(path.read_text(encoding="utf-8"), source=path.name).items():
-            if name in queries:
-                raise ValueError(f"{path.name}: query {name!r} already defined in another file")
-            queries[name] = query
-    return queries
+    return parse_queries({path.name: path.read_text(encoding="utf-8") for path in _sql_files(directory)})
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -166,19 +181,6 @@ class Database:
         sql, args = self._prepare(query_name, params)
         async with self._raw() as conn:
             return await conn.execute(sql, *args)
-
-    async def execute_many(self, query_name: str, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        query = self.queries[query_name]
-        self.statements_executed += 1
-        async with self._raw() as conn:
-            await conn.executemany(query.sql, [[row[p] for p in query.params] for row in rows])
-
-    async def execute_script(self, sql: str) -> None:
-        self.statements_executed += 1
-        async with self._raw() as conn:
-            await conn.execute(sql)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:

@@ -18,9 +18,16 @@ import asyncpg
 import orjson
 import structlog
 
-from graphql_api.agents import CONFIG_KEYS, config_of
+from graphql_api.agents import config_of
 from graphql_api.analysis.base import AnalysisError, AnalysisOutcome, Analyzer
-from graphql_api.analysis.config import effective_config, validate_data_fields, validate_model, validate_prompt
+from graphql_api.analysis.config import (
+    CONFIG_KEYS,
+    PROMPT_KEYS,
+    effective_config,
+    validate_data_fields,
+    validate_model,
+    validate_prompt,
+)
 from graphql_api.analysis.pricing import DEFAULT_MODEL
 from graphql_api.analyses import record_failed_run, record_result
 from graphql_api.conversations import ANALYZABLE_STATUSES, conversation_for_analysis
@@ -215,7 +222,7 @@ def parse_agent_version(record: dict) -> dict[str, Any]:
     items = record.get(f"{prefix}_analysis_data") or []
     if not isinstance(items, list):
         raise RecordError(f"`{prefix}_analysis_data` must be a list")
-    prompts: dict[str, str | None] = {"summary_prompt": None, "successful_prompt": None, "user_sentiment_prompt": None}
+    prompts: dict[str, str | None] = dict.fromkeys(PROMPT_KEYS)
     fields = []
     for item in items:
         if not isinstance(item, dict):

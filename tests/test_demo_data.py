@@ -73,7 +73,6 @@ def conversation_of(call: dict) -> Conversation:
         utterances=tuple(Utterance(u["role"], u["content"]) for u in call["transcript_object"]),
         status=call["call_status"],
         disconnection_reason=call["disconnection_reason"],
-        duration_ms=call["duration_ms"],
     )
 
 

@@ -407,15 +407,16 @@ def test_render_transcript_falls_back_to_the_transcript_text() -> None:
 
 
 def test_estimates_count_about_four_characters_per_token() -> None:
-    assert [estimate_tokens(t) for t in ("", "abc", "abcd", "abcde")] == [1, 1, 1, 2]
-    input_tokens, output_tokens = estimate_usage(CALL, CONFIG)
-    expected_input = (
-        estimate_tokens(build_system_instruction(CONFIG, "CALL"))
-        + estimate_tokens(json.dumps(build_response_schema(CONFIG, "CALL"), separators=(",", ":")))
-        + estimate_tokens(render_transcript(CALL))
+    assert [estimate_tokens(chars) for chars in (0, 3, 4, 5)] == [1, 1, 1, 2]
+    transcripts = 2 * len(CALL.transcript)
+    input_tokens, output_tokens = estimate_usage(CONFIG, "CALL", conversations=2, transcript_chars=transcripts)
+    sent_with_each = estimate_tokens(len(build_system_instruction(CONFIG, "CALL"))) + estimate_tokens(
+        len(json.dumps(build_response_schema(CONFIG, "CALL"), separators=(",", ":")))
     )
-    assert input_tokens == expected_input
-    assert output_tokens > estimate_usage(CALL, AnalysisConfig(model=MODEL))[1]
+    assert input_tokens == 2 * sent_with_each + estimate_tokens(transcripts)
+    fewer_fields = estimate_usage(AnalysisConfig(model=MODEL), "CALL", conversations=2, transcript_chars=transcripts)
+    assert output_tokens > fewer_fields[1]
+    assert estimate_usage(CONFIG, "CALL", conversations=0, transcript_chars=0) == (0, 0)
 
 
 def test_parse_retry_delay() -> None:

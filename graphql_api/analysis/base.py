@@ -81,7 +81,6 @@ class Conversation:
     utterances: tuple[Utterance, ...] = ()
     status: str | None = None
     disconnection_reason: str | None = None
-    duration_ms: int | None = None
 
 
 @dataclass

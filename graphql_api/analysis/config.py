@@ -9,6 +9,9 @@ from graphql_api.analysis.base import AnalysisConfig, DataField
 from graphql_api.analysis.pricing import PRICES, known_models
 from graphql_api.errors import BadUserInput
 
+# The parts of an analysis config, as a version stores them and a rerun snapshots them.
+PROMPT_KEYS = ("summary_prompt", "successful_prompt", "user_sentiment_prompt")
+CONFIG_KEYS = (*PROMPT_KEYS, "data_fields", "model")
 MAX_PROMPT_CHARS = 4_000
 MAX_FIELDS = 50
 MAX_DESCRIPTION_CHARS = 2_000
@@ -107,7 +110,7 @@ def validate_data_fields(fields: list[dict[str, Any]], *, argument: str = "dataF
 def effective_config(row: Any) -> AnalysisConfig:
     """The config an analyzer sees for an agent_versions row (or a rerun job's snapshot)."""
     kwargs: dict[str, Any] = {"model": row["model"], "data_fields": tuple(DataField.from_json(f) for f in row["data_fields"])}
-    for key in ("summary_prompt", "successful_prompt", "user_sentiment_prompt"):
+    for key in PROMPT_KEYS:
         if row[key] is not None:
             kwargs[key] = row[key]
     return AnalysisConfig(**kwargs)

@@ -7,7 +7,6 @@ length limit, outcome and voicemail cues, a sentiment lexicon, and plainly state
 from __future__ import annotations
 
 import json
-import math
 import re
 from functools import lru_cache
 from typing import Any
@@ -20,6 +19,7 @@ from graphql_api.analysis.base import (
     Sentiment,
     apply_required_fields,
 )
+from graphql_api.analysis.prompting import estimate_tokens
 
 MODEL = "offline"
 
@@ -72,7 +72,7 @@ def analyze_offline(conversation: Conversation, config: AnalysisConfig) -> Analy
         custom_data={f.name: _extract_field(f, turns, events) for f in config.data_fields},
     )
     apply_required_fields(outcome, config)
-    outcome.input_tokens = _tokens(_prompt_text(config) + _transcript_text(conversation, turns))
+    outcome.input_tokens = estimate_tokens(len(_prompt_text(config) + _transcript_text(conversation, turns)))
     result = {
         "summary": outcome.summary,
         "successful": outcome.successful,
@@ -80,7 +80,7 @@ def analyze_offline(conversation: Conversation, config: AnalysisConfig) -> Analy
         "in_voicemail": outcome.in_voicemail,
         "custom_data": outcome.custom_data,
     }
-    outcome.output_tokens = _tokens(json.dumps(result, sort_keys=True, ensure_ascii=False, default=str))
+    outcome.output_tokens = estimate_tokens(len(json.dumps(result, sort_keys=True, ensure_ascii=False, default=str)))
     return outcome
 
 
@@ -205,10 +205,6 @@ def _parse_turns(conversation: Conversation) -> list[_Turn]:
         if text:
             turns.append(_Turn("agent" if role == "agent" else "user", text))
     return turns
-
-
-def _tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / 4))
 
 
 def _prompt_text(config: AnalysisConfig) -> str:

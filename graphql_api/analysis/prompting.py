@@ -125,21 +125,23 @@ def render_transcript(conversation: Conversation) -> str:
     return text or EMPTY_TRANSCRIPT
 
 
-def estimate_tokens(text: str) -> int:
-    """About four characters per token, rounded up, at least one."""
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+def estimate_tokens(chars: int) -> int:
+    """The tokens of a text of `chars` characters: about four characters per token, rounded up, at least one."""
+    return max(1, math.ceil(chars / CHARS_PER_TOKEN))
 
 
-def estimate_usage(conversation: Conversation, config: AnalysisConfig) -> tuple[int, int]:
-    """Estimated (input, output) tokens of analyzing one conversation with one config."""
-    kind = conversation.kind
+def estimate_usage(
+    config: AnalysisConfig, kind: ConversationKind, *, conversations: int, transcript_chars: int
+) -> tuple[int, int]:
+    """Estimated (input, output) tokens of analyzing `conversations` conversations, whose transcripts hold
+    `transcript_chars` characters in all, with one config: each is sent with the instructions and the response
+    schema, and may answer up to the output allowance."""
+    if conversations == 0:
+        return 0, 0
     schema_text = json.dumps(build_response_schema(config, kind), separators=(",", ":"))
-    input_tokens = (
-        estimate_tokens(build_system_instruction(config, kind))
-        + estimate_tokens(schema_text)
-        + estimate_tokens(render_transcript(conversation))
-    )
-    output_tokens = OUTPUT_TOKENS_BASE + OUTPUT_TOKENS_PER_FIELD * len(config.data_fields)
+    per_conversation = estimate_tokens(len(build_system_instruction(config, kind))) + estimate_tokens(len(schema_text))
+    input_tokens = per_conversation * conversations + estimate_tokens(transcript_chars)
+    output_tokens = (OUTPUT_TOKENS_BASE + OUTPUT_TOKENS_PER_FIELD * len(config.data_fields)) * conversations
     return input_tokens, output_tokens
 
 

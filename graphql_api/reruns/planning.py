@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
@@ -14,13 +13,7 @@ import orjson
 from graphql_api.agents import config_of
 from graphql_api.analysis.config import effective_config
 from graphql_api.analysis.pricing import cost_usd
-from graphql_api.analysis.prompting import (
-    OUTPUT_TOKENS_BASE,
-    OUTPUT_TOKENS_PER_FIELD,
-    build_response_schema,
-    build_system_instruction,
-    estimate_tokens,
-)
+from graphql_api.analysis.prompting import estimate_usage
 from graphql_api.conversations import ANALYZABLE_STATUSES, Selection
 from graphql_api.db import Database
 from graphql_api.errors import BadUserInput, Conflict, LimitExceeded, not_found
@@ -107,7 +100,7 @@ async def plan_rerun(
             raise not_found("agent", targets.agent_id)
         draft = drafts[0]
         config = effective_config(draft)
-        counted = await db.fetch_one("rerun_estimate", workspace_id=workspace_id, **targets.params())
+        counted = await db.fetch_one("rerun_estimate", workspace_id=workspace_id, **targets.target_params())
         conversations = counted["conversations"]
         if conversations == 0:
             raise BadUserInput(
@@ -119,11 +112,9 @@ async def plan_rerun(
                 "Narrow the filter (e.g. by startedAfter/startedBefore) and send several.",
                 argument="input.filter",
             )
-        per_conversation = estimate_tokens(build_system_instruction(config, targets.kind)) + estimate_tokens(
-            json.dumps(build_response_schema(config, targets.kind), separators=(",", ":"))
+        input_tokens, output_tokens = estimate_usage(
+            config, targets.kind, conversations=conversations, transcript_chars=counted["transcript_chars"]
         )
-        input_tokens = counted["transcript_tokens"] + per_conversation * conversations
-        output_tokens = (OUTPUT_TOKENS_BASE + OUTPUT_TOKENS_PER_FIELD * len(config.data_fields)) * conversations
         estimate = Estimate(
             conversations=conversations,
             input_tokens=input_tokens,
@@ -176,7 +167,7 @@ async def plan_rerun(
             # A concurrent request with the same idempotency key won; answer with its job.
             raise _IdempotentRace()
         job = await db.fetch_one(
-            "rerun_items_insert", job_id=job_id, workspace_id=workspace_id, **targets.params()
+            "rerun_items_insert", job_id=job_id, workspace_id=workspace_id, **targets.target_params()
         )
         if job["total"] == 0:
             # The targets changed between the estimate and the insert (a filter on current results

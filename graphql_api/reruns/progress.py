@@ -179,7 +179,6 @@ class ProgressHub:
         self.on_queued = on_queued
         self._watches: dict[tuple[int, str], JobWatch] = {}
         self._listener: asyncio.Task | None = None
-        self.connected = asyncio.Event()
         self.notifications = 0
 
     async def start(self) -> None:
@@ -265,7 +264,6 @@ class ProgressHub:
             try:
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _c: closed.set())
-                self.connected.set()
                 log.info("progress_listener_connected", channels=f"{CHANNEL_PROGRESS},{CHANNEL_QUEUED},{CHANNEL_KEY_REVOKED}")
                 # Anything sent while we were away is read now.
                 for watch in self._watches.values():
@@ -285,6 +283,5 @@ class ProgressHub:
                 raise
             except Exception as exc:
                 log.warning("progress_listener_lost", error=type(exc).__name__)
-            self.connected.clear()
             if not conn.is_closed():
                 conn.terminate()

@@ -269,7 +269,7 @@ async def cancel_rerun(*, db: Database, workspace_id: int, job_id: str) -> Any:
             raise Conflict(f"Rerun job {job_id} already ended as {job['status']}; there is nothing to cancel.", status=job["status"])
         if job["cancel_requested_at"] is not None:
             raise Conflict(f"Rerun job {job_id} is already being canceled; its running items are finishing.")
-        canceled = await db.fetch_val("rerun_items_cancel_pending", workspace_id=workspace_id, job_id=job_id)
-        job = await db.fetch_one("rerun_job_cancel", workspace_id=workspace_id, job_id=job_id, canceled=canceled)
+        canceled = await db.fetch_val("rerun_job_cancel", workspace_id=workspace_id, job_id=job_id)
+        job = await db.fetch_one("rerun_items_count_canceled", job_id=job_id, canceled=canceled)
     log.info("rerun_job_cancel", job=job_id, canceled_items=canceled, status=job["status"])
     return job

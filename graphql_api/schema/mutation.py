@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import strawberry
 
 from graphql_api import agents
+from graphql_api.analysis.config import PROMPT_KEYS
 from graphql_api.schema.context import Info
 from graphql_api.schema.reruns import RerunMutations
 from graphql_api.analyses import run_preview
@@ -54,7 +55,7 @@ def _given(value: Any) -> Any:
 
 def _changes(input: AnalysisConfigInput) -> dict:
     changes = {}
-    for key in ("summary_prompt", "successful_prompt", "user_sentiment_prompt", "model"):
+    for key in (*PROMPT_KEYS, "model"):
         value = getattr(input, key)
         if value is not strawberry.UNSET:
             changes[key] = value

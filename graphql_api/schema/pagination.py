@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 import strawberry
@@ -99,15 +101,44 @@ def decode_cursor(cursor: str | None, tag: str) -> tuple[datetime | None, str | 
         ) from exc
 
 
-def build_connection(nodes: list[T], *, has_next: bool, after: str | None, cursor_of) -> Connection[T]:
-    """Wrap one page; pages are fetched with one extra row, which only tells whether a next page exists."""
-    edges = [Edge(cursor=cursor_of(node), node=node) for node in nodes]
+def page_of(
+    rows: Sequence[Any], *, limit: int, after: str | None, node: Callable[[Any], T], cursor: Callable[[Any], str]
+) -> Connection[T]:
+    """One page from rows fetched with `limit + 1`: the extra row only tells whether a next page exists."""
+    edges = [Edge(cursor=cursor(row), node=node(row)) for row in rows[:limit]]
     return Connection(
         edges=edges,
         page_info=PageInfo(
-            has_next_page=has_next,
+            has_next_page=len(rows) > limit,
             has_previous_page=after is not None,
             start_cursor=edges[0].cursor if edges else None,
             end_cursor=edges[-1].cursor if edges else None,
         ),
     )
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """A page of a list in (timestamp, id) order, as asked for: its size, and the position of `after`."""
+
+    tag: str
+    limit: int
+    after: str | None
+    after_at: datetime | None
+    after_id: str | None
+
+    @classmethod
+    def of(cls, tag: str, first: int | None, after: str | None) -> Keyset:
+        limit = page_size(first)
+        return cls(tag, limit, after, *decode_cursor(after, tag))
+
+    def params(self) -> dict[str, Any]:
+        """The page's SQL parameters: the position, and a limit one row over the page."""
+        return {"after_at": self.after_at, "after_id": self.after_id, "limit": self.limit + 1}
+
+    def connection(self, rows: Sequence[Any], node: Callable[[Any], T], *, at: str, ident: str) -> Connection[T]:
+        """The page of these rows, each row's cursor made of its `at` and `ident` columns."""
+        return page_of(
+            rows, limit=self.limit, after=self.after, node=node,
+            cursor=lambda row: encode_cursor(self.tag, row[at], row[ident]),
+        )

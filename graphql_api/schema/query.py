@@ -7,7 +7,7 @@ import strawberry
 from graphql_api.errors import not_found
 from graphql_api.schema.context import Info
 from graphql_api.schema.filters import ConversationFilter
-from graphql_api.schema.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from graphql_api.schema.pagination import Connection, Keyset
 from graphql_api.schema.reruns import RerunQueries
 from graphql_api.schema.types import Agent, Call, Chat, get_conversation, list_conversations
 
@@ -18,20 +18,11 @@ class Query(RerunQueries):
     @strawberry.field(description="Agents of the workspace, oldest first.")
     async def agents(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Agent]:
         workspace = info.context.require_workspace()
-        limit = page_size(first)
-        after_at, after_id = decode_cursor(after, "agent")
-        rows = await info.context.db.fetch_all(
-            "agents_page", workspace_id=workspace.id, after_at=after_at, after_id=after_id, limit=limit + 1
-        )
+        page = Keyset.of("agent", first, after)
+        rows = await info.context.db.fetch_all("agents_page", workspace_id=workspace.id, **page.params())
         for row in rows:
             info.context.loaders.agent.prime(row["agent_id"], row)
-        created = {row["agent_id"]: row["created_at"] for row in rows}
-        return build_connection(
-            [Agent.from_row(r) for r in rows[:limit]],
-            has_next=len(rows) > limit,
-            after=after,
-            cursor_of=lambda a: encode_cursor("agent", created[a.id], a.id),
-        )
+        return page.connection(rows, Agent.from_row, at="created_at", ident="agent_id")
 
     @strawberry.field(description="One agent by id; NOT_FOUND when it isn't in this workspace.")
     async def agent(self, info: Info, id: strawberry.ID) -> Agent | None:

@@ -20,15 +20,7 @@ from graphql_api.reruns.progress import FINAL_STATUSES, finished_count
 from graphql_api.reruns.worker import cancel_rerun
 from graphql_api.schema.context import Info
 from graphql_api.schema.execution import SharedEvent
-from graphql_api.schema.pagination import (
-    Connection,
-    build_connection,
-    decode_cursor,
-    decode_position,
-    encode_cursor,
-    encode_position,
-    page_size,
-)
+from graphql_api.schema.pagination import Connection, Keyset, decode_position, encode_position, page_of, page_size
 from graphql_api.schema.filters import ConversationFilter, selection_of
 from graphql_api.schema.types import (
     Agent,
@@ -179,12 +171,8 @@ class RerunJob:
             after_seq=after_seq,
             limit=limit + 1,
         )
-        seqs = {row["conversation_id"]: row["seq"] for row in rows}
-        return build_connection(
-            [RerunItem.from_row(r) for r in rows[:limit]],
-            has_next=len(rows) > limit,
-            after=after,
-            cursor_of=lambda item: encode_position("item", seqs[item.conversation_id]),
+        return page_of(
+            rows, limit=limit, after=after, node=RerunItem.from_row, cursor=lambda row: encode_position("item", row["seq"])
         )
 
     @classmethod
@@ -320,20 +308,11 @@ class RerunQueries:
         self, info: Info, first: int | None = None, after: str | None = None, agent_id: strawberry.ID | None = None
     ) -> Connection[RerunJob]:
         workspace = info.context.require_workspace()
-        limit = page_size(first)
-        after_at, after_id = decode_cursor(after, "job")
-        rows = await info.context.db.fetch_all(
-            "rerun_jobs_page", workspace_id=workspace.id, agent_id=agent_id, after_at=after_at, after_id=after_id, limit=limit + 1
-        )
+        page = Keyset.of("job", first, after)
+        rows = await info.context.db.fetch_all("rerun_jobs_page", workspace_id=workspace.id, agent_id=agent_id, **page.params())
         if not rows and agent_id is not None and await info.context.loaders.agent.load(agent_id) is None:
             raise not_found("agent", agent_id)  # like every other id: unknown and foreign alike
-        created = {r["job_id"]: r["created_at"] for r in rows}
-        return build_connection(
-            [RerunJob.from_row(r) for r in rows[:limit]],
-            has_next=len(rows) > limit,
-            after=after,
-            cursor_of=lambda job: encode_cursor("job", created[job.id], job.id),
-        )
+        return page.connection(rows, RerunJob.from_row, at="created_at", ident="job_id")
 
 
 @strawberry.type

@@ -28,7 +28,7 @@ from graphql_api.schema.enums import (
     UserSentiment,
 )
 from graphql_api.schema.filters import ConversationFilter, Kind, selection_of
-from graphql_api.schema.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from graphql_api.schema.pagination import Connection, Keyset
 
 @strawberry.type(description="A custom field the analysis extracts from each conversation.")
 class DataField:
@@ -454,37 +454,25 @@ async def list_conversations(
     agent_id: str | None = None,
 ) -> Connection[Any]:
     workspace = info.context.require_workspace()
-    limit = page_size(first)
-    tag = kind.lower()
-    after_at, after_id = decode_cursor(after, tag)
+    page = Keyset.of(kind.lower(), first, after)
     selection = selection_of(kind, filter, agent_id)
     if selection.agent_id is not None and agent_id is None:
         if await info.context.loaders.agent.load(selection.agent_id) is None:
             raise not_found("agent", selection.agent_id)
     rows = await info.context.db.fetch_all(
-        "conversations_page",
-        workspace_id=workspace.id,
-        kind=kind,
-        after_at=after_at,
-        after_id=after_id,
-        limit=limit + 1,
-        **selection.filter_params(),
+        "conversations_page", workspace_id=workspace.id, kind=kind, **page.params(), **selection.filter_params()
     )
     model = Call if kind == "CALL" else Chat
-    items = []
-    for row in rows[: limit]:
+
+    def node(row: Any) -> Call | Chat:
         item = model.from_row(row)
         item.analysis = AnalysisResult.from_row(row, prefix="r_") if row["r_id"] is not None else None
         item._analysis_loaded = True
-        items.append(item)
-    await hydrate_conversations(info, items, selected_node_fields(info))
-    rows_by_id = {row["conversation_id"]: row for row in rows}
-    return build_connection(
-        items,
-        has_next=len(rows) > limit,
-        after=after,
-        cursor_of=lambda item: encode_cursor(tag, rows_by_id[item.id]["sort_at"], item.id),
-    )
+        return item
+
+    connection = page.connection(rows, node, at="sort_at", ident="conversation_id")
+    await hydrate_conversations(info, [edge.node for edge in connection.edges], selected_node_fields(info))
+    return connection
 
 
 async def get_conversation(info: Info, kind: Kind, ident: str) -> Any:

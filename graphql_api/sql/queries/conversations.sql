@@ -1,14 +1,7 @@
--- conversations_page --
--- One page of calls or chats, newest first, with their current analysis, after the keyset cursor.
--- A NULL filter parameter means "no condition".
-SELECT c.workspace_id, c.conversation_id, c.kind, c.agent_id, c.agent_version, c.conversation_type,
-       c.status, c.direction, c.from_number, c.to_number, c.started_at, c.ended_at, c.duration_ms,
-       c.disconnection_reason, c.transcript, c.utterances, c.metadata, c.sort_at,
-       r.id AS r_id, r.trigger AS r_trigger, r.agent_id AS r_agent_id, r.agent_version AS r_agent_version,
-       r.model AS r_model, r.summary AS r_summary, r.successful AS r_successful,
-       r.user_sentiment AS r_user_sentiment, r.in_voicemail AS r_in_voicemail, r.custom_data AS r_custom_data,
-       r.input_tokens AS r_input_tokens, r.output_tokens AS r_output_tokens, r.cost_usd AS r_cost_usd,
-       r.charged AS r_charged, r.created_at AS r_created_at, r.conversation_id AS r_conversation_id
+-- conversations_selected --
+-- The conversations a selection (graphql_api.conversations.Selection) takes, each with its current analysis r:
+-- the one definition of the filter, a fragment written into a page and into a rerun's targets as
+-- {{conversations_selected}}. A NULL filter parameter means "no condition".
 FROM conversations c
 LEFT JOIN analysis_results r
        ON r.workspace_id = c.workspace_id AND r.conversation_id = c.conversation_id AND r.is_current
@@ -20,7 +13,19 @@ WHERE c.workspace_id = :workspace_id
   AND (:started_to::timestamptz IS NULL OR c.started_at < :started_to::timestamptz)
   AND (:statuses::text[] IS NULL OR c.status = ANY(:statuses::text[]))
   AND (:successful::boolean IS NULL OR r.successful = :successful::boolean)
-  AND (:sentiments::text[] IS NULL OR r.user_sentiment = ANY(:sentiments::text[]))
+  AND (:sentiments::text[] IS NULL OR r.user_sentiment = ANY(:sentiments::text[]));
+
+-- conversations_page --
+-- One page of calls or chats, newest first, with their current analysis, after the keyset cursor.
+SELECT c.workspace_id, c.conversation_id, c.kind, c.agent_id, c.agent_version, c.conversation_type,
+       c.status, c.direction, c.from_number, c.to_number, c.started_at, c.ended_at, c.duration_ms,
+       c.disconnection_reason, c.transcript, c.utterances, c.metadata, c.sort_at,
+       r.id AS r_id, r.trigger AS r_trigger, r.agent_id AS r_agent_id, r.agent_version AS r_agent_version,
+       r.model AS r_model, r.summary AS r_summary, r.successful AS r_successful,
+       r.user_sentiment AS r_user_sentiment, r.in_voicemail AS r_in_voicemail, r.custom_data AS r_custom_data,
+       r.input_tokens AS r_input_tokens, r.output_tokens AS r_output_tokens, r.cost_usd AS r_cost_usd,
+       r.charged AS r_charged, r.created_at AS r_created_at, r.conversation_id AS r_conversation_id
+{{conversations_selected}}
   AND (:after_at::timestamptz IS NULL OR (c.sort_at, c.conversation_id) < (:after_at::timestamptz, :after_id::text))
 ORDER BY c.sort_at DESC, c.conversation_id DESC
 LIMIT :limit;

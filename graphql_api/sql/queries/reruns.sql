@@ -4,12 +4,16 @@ SELECT conversation_id, kind, agent_id, status
 FROM conversations
 WHERE workspace_id = :workspace_id AND conversation_id = ANY(:ids::text[]);
 
+-- rerun_targets --
+-- The conversations a rerun takes (a fragment, see conversations_selected): the explicit ids, or those the
+-- filter selects. The caller narrows :statuses to the ones that can be analyzed.
+{{conversations_selected}}
+  AND (:ids::text[] IS NULL OR c.conversation_id = ANY(:ids::text[]));
+
 -- rerun_estimate --
--- How many conversations a rerun targets and how long their transcripts are.
-SELECT count(*)::int AS conversations,
-       COALESCE(sum(ceil(transcript_chars / 4.0)), 0)::bigint AS transcript_tokens
-FROM rerun_targets(:workspace_id, :kind, :ids::text[], :agent_id::text, :versions::int[], :started_from::timestamptz,
-                   :started_to::timestamptz, :statuses::text[], :successful::boolean, :sentiments::text[]);
+-- How many conversations a rerun targets and how many characters their transcripts hold.
+SELECT count(*)::int AS conversations, COALESCE(sum(length(c.transcript)), 0)::bigint AS transcript_chars
+{{rerun_targets}};
 
 -- rerun_job_by_idempotency_key --
 -- The job an earlier request with this idempotency key created.
@@ -30,11 +34,9 @@ RETURNING job_id;
 -- One item per targeted conversation, in a single statement; the job's total is what was inserted.
 WITH inserted AS (
     INSERT INTO rerun_items (job_id, seq, workspace_id, conversation_id, previous_result_id)
-    SELECT :job_id, row_number() OVER (ORDER BY t.sort_at DESC, t.conversation_id DESC), :workspace_id,
-           t.conversation_id, t.current_result_id
-    FROM rerun_targets(:workspace_id, :kind, :ids::text[], :agent_id::text, :versions::int[],
-                       :started_from::timestamptz, :started_to::timestamptz, :statuses::text[],
-                       :successful::boolean, :sentiments::text[]) t
+    SELECT :job_id, row_number() OVER (ORDER BY c.sort_at DESC, c.conversation_id DESC), :workspace_id,
+           c.conversation_id, r.id
+    {{rerun_targets}}
     RETURNING 1
 )
 UPDATE rerun_jobs SET total = (SELECT count(*) FROM inserted)
@@ -44,10 +46,6 @@ RETURNING *, pg_notify('rerun_queued', job_id) IS NULL AS notified;
 -- rerun_job_get --
 -- One job of this workspace.
 SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = :job_id;
-
--- rerun_jobs_by_ids --
--- Jobs by id, for the job loader.
-SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = ANY(:job_ids::text[]);
 
 -- rerun_jobs_page --
 -- This workspace's jobs, newest first, after the keyset cursor; optionally one agent's.
@@ -104,7 +102,7 @@ FROM picked, conversations c
 WHERE i.job_id = picked.job_id AND i.seq = picked.seq
   AND c.workspace_id = i.workspace_id AND c.conversation_id = i.conversation_id
 RETURNING i.job_id, i.seq, i.workspace_id, i.conversation_id, i.attempts,
-          c.kind, c.transcript, c.utterances, c.status, c.disconnection_reason, c.duration_ms;
+          c.kind, c.transcript, c.utterances, c.status, c.disconnection_reason;
 
 -- rerun_jobs_mark_running --
 -- Jobs whose first items were claimed start running.
@@ -161,9 +159,13 @@ SELECT job_id, workspace_id, agent_id, kind, config_version, config_snapshot FRO
 SELECT * FROM finish_rerun_item(:job_id, :seq, :owner, :error, :model, :summary, :successful, :user_sentiment,
                                 :in_voicemail, :custom_data::jsonb, :input_tokens, :output_tokens, :cost_usd);
 
--- rerun_items_cancel_pending --
--- Cancel the items of a job that have not started (the caller holds the job row: items come second).
-WITH pending AS (
+-- rerun_job_cancel --
+-- Mark a job as being canceled and cancel its items that have not started (the caller holds the job row: items
+-- come second); answers how many it canceled, for rerun_items_count_canceled.
+WITH requested AS (
+    UPDATE rerun_jobs SET cancel_requested_at = clock_timestamp()
+    WHERE workspace_id = :workspace_id AND job_id = :job_id
+), pending AS (
     SELECT seq FROM rerun_items
     WHERE job_id = :job_id AND workspace_id = :workspace_id AND status = 'PENDING'
     ORDER BY seq
@@ -176,16 +178,10 @@ WITH pending AS (
 )
 SELECT count(*)::int FROM canceled;
 
--- rerun_job_cancel --
--- Count canceled items; the job is CANCELED now if nothing runs, else when its running items end.
-UPDATE rerun_jobs j SET
-    canceled = j.canceled + :canceled,
-    cancel_requested_at = clock_timestamp(),
-    updated_at = clock_timestamp(),
-    status = CASE WHEN j.succeeded + j.failed + j.canceled + :canceled >= j.total THEN 'CANCELED' ELSE j.status END,
-    finished_at = CASE WHEN j.succeeded + j.failed + j.canceled + :canceled >= j.total THEN clock_timestamp() END
-WHERE j.workspace_id = :workspace_id AND j.job_id = :job_id
-RETURNING j.*, notify_rerun_progress(j.*);
+-- rerun_items_count_canceled --
+-- Count a job's canceled items; it is CANCELED now if nothing runs, else when its running items end
+-- (see count_canceled_rerun_items).
+SELECT * FROM count_canceled_rerun_items(:job_id, :canceled);
 
 -- rerun_job_lock --
 -- A job of this workspace, locked for a status change (first in the lock order, see migration 004).

@@ -1,7 +1,3 @@
--- workspace_by_name --
--- The workspace with this name, if any.
-SELECT id, name, created_at FROM workspaces WHERE name = :name;
-
 -- workspace_ensure --
 -- Create the workspace when missing; return it either way.
 WITH inserted AS (
