@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lock run test fuzz schema bench bench-queries bench-reruns load clean
+.PHONY: setup lock run test fuzz schema bench bench-queries bench-reruns load studio-screenshots clean
 
 setup: $(STAMP)
 

@@ -264,6 +264,7 @@ def _command(args: argparse.Namespace, settings: Settings, url: str, stop_signal
         base = f"http://{settings.host}:{settings.port}"
         print(
             "\n"
+            f"  Studio:        {base}/studio#key={demo_key}\n"
             f"  GraphiQL:      {base}/graphql\n"
             f"  Demo API key:  {demo_key}\n"
             f'  Header:        {{"Authorization": "Bearer {demo_key}"}}\n'

@@ -10,6 +10,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, mo
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+# A checkout keeps its data beside the code; an installed package (in site-packages) in the working directory.
+DEFAULT_DATA_DIR = ROOT / ".data" if (ROOT / "pyproject.toml").exists() else Path.cwd() / ".data"
 
 
 def _at_least(low: float) -> AfterValidator:
@@ -40,7 +42,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", env_ignore_empty=True, validate_by_name=True)
 
     database_url: str | None = None
-    data_dir: Path = ROOT / ".data"
+    data_dir: Path = DEFAULT_DATA_DIR
     host: str = "127.0.0.1"
     port: int = 8000
     gemini_api_key: str | None = None
