@@ -1,10 +1,11 @@
 """Command line: `python -m graphql_api serve | run | migrate | seed | worker | import FILE | create-api-key |
-revoke-api-key | list-api-keys`."""
+revoke-api-key | list-api-keys`, and the clients of a running server: `rerun | jobs | cancel | diff`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -210,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("key", metavar="PREFIX_OR_KEY")
     listing = sub.add_parser("list-api-keys", help="list API keys: prefix, workspace, created, revoked (never the key)")
     listing.add_argument("--workspace", help="only this workspace's keys")
+    _add_client_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in _CLIENT_COMMANDS:
+        # Clients of a running server: no settings, database or signal handlers of the server's own.
+        from graphql_api import client
+
+        return client.run(args.command, args)
 
     settings = Settings.from_env()
     setup_logging(settings)
@@ -230,6 +237,75 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _SERVING_COMMANDS = frozenset({"serve", "run", "worker"})
+_CLIENT_COMMANDS = frozenset({"rerun", "jobs", "cancel", "diff"})
+
+_CLIENT_EPILOG = (
+    "exit status: 0 ok; 1 the job ended FAILED or PARTIALLY_FAILED (or an unexpected server error); 2 usage or "
+    "bad input (BAD_USER_INPUT, NOT_FOUND); 3 unauthenticated or forbidden; 4 CONFLICT or LIMIT_EXCEEDED; "
+    "5 server unreachable. Environment: ANALYSIS_API_URL (the server, default http://127.0.0.1:8000), "
+    "ANALYSIS_API_KEY (the API key)."
+)
+
+
+def _add_client_commands(sub: argparse._SubParsersAction) -> None:
+    """`rerun`, `jobs`, `cancel`, `diff`: clients of a running server over GraphQL (graphql_api/client.py)."""
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument("--url", default=os.environ.get("ANALYSIS_API_URL", "http://127.0.0.1:8000"),
+                        help="the running server (default: $ANALYSIS_API_URL, else http://127.0.0.1:8000)")
+    server.add_argument("--key", default=os.environ.get("ANALYSIS_API_KEY"),
+                        help="API key of the workspace (default: $ANALYSIS_API_KEY)")
+    rerun = sub.add_parser(
+        "rerun", parents=[server], epilog=_CLIENT_EPILOG,
+        help="rerun analysis on a running server: estimate, confirm, then a live progress bar and a summary",
+        description="Rerun the analysis of finished calls or chats with the agent's latest draft config, on a "
+        "running server. First a dry run prints the estimate (conversations, tokens, cost, model, draft version); "
+        "then it asks to confirm (unless --yes; without a terminal and without --yes it refuses, exit 2), starts "
+        "the job with an idempotency key (a retried start never charges twice), follows it live and ends with a "
+        "summary: succeeded, failed, canceled, cost, and the outcomes that flipped (successful true<->false). "
+        "Targets: --agent with optional filters, or --call/--chat ids.",
+    )
+    rerun.add_argument("--agent", metavar="ID", help="rerun this agent's conversations (narrowed by the filters)")
+    rerun.add_argument("--version", type=int, action="append", metavar="N",
+                       help="only conversations handled by agent version N (repeatable)")
+    rerun.add_argument("--started-after", metavar="ISO_TIME", help="started at or after, e.g. 2026-11-16T00:00:00Z")
+    rerun.add_argument("--started-before", metavar="ISO_TIME", help="started before (exclusive)")
+    rerun.add_argument("--status", action="append", metavar="STATUS",
+                       help="conversation status, e.g. ENDED or ERROR (repeatable)")
+    outcome = rerun.add_mutually_exclusive_group()
+    outcome.add_argument("--successful", dest="successful", action="store_const", const=True, default=None,
+                         help="only conversations whose current analysis is successful")
+    outcome.add_argument("--unsuccessful", dest="successful", action="store_const", const=False,
+                         help="only conversations whose current analysis is unsuccessful")
+    rerun.add_argument("--sentiment", action="append", metavar="SENTIMENT",
+                       help="current user sentiment: POSITIVE, NEUTRAL, NEGATIVE or UNKNOWN (repeatable)")
+    rerun.add_argument("--call", action="append", metavar="ID", help="rerun this call (repeatable; not with --agent)")
+    rerun.add_argument("--chat", action="append", metavar="ID", help="rerun this chat (repeatable; not with --agent)")
+    rerun.add_argument("--max-cost", metavar="USD",
+                       help="refuse (LIMIT_EXCEEDED, exit 4, nothing started) when the estimate is above it")
+    rerun.add_argument("--yes", "-y", action="store_true", help="start without asking (needed without a terminal)")
+    jobs = sub.add_parser(
+        "jobs", parents=[server], epilog=_CLIENT_EPILOG,
+        help="list rerun jobs of a running server, newest first",
+        description="List rerun jobs, newest first: id, agent, status, counts, cost, created.",
+    )
+    jobs.add_argument("--agent", metavar="ID", help="only this agent's jobs")
+    jobs.add_argument("--first", type=int, default=20, metavar="N", help="how many jobs (default 20)")
+    cancel = sub.add_parser(
+        "cancel", parents=[server], epilog=_CLIENT_EPILOG,
+        help="cancel a rerun job on a running server and print its status",
+        description="Cancel what has not started of a rerun job; finished items keep their results. A job that "
+        "already ended is refused with CONFLICT (exit 4).",
+    )
+    cancel.add_argument("job_id", metavar="JOB_ID", help="the job's id, as `jobs` lists it")
+    diff = sub.add_parser(
+        "diff", parents=[server], epilog=_CLIENT_EPILOG,
+        help="compare a conversation's current analysis with an earlier one, field by field",
+        description="Compare a call's or chat's current analysis with an earlier result (default: the newest "
+        "earlier one of its analysisHistory): summary, successful, userSentiment, inVoicemail and each customData "
+        "key; changed fields are marked with * and highlighted. Nothing changed is still exit 0.",
+    )
+    diff.add_argument("conversation_id", metavar="CONVERSATION_ID", help="a call or chat id")
+    diff.add_argument("--against", metavar="RESULT_ID", help="the earlier analysis result to compare with")
 
 
 def _command(args: argparse.Namespace, settings: Settings, url: str, stop_signals: _StopSignals) -> int:

@@ -1,0 +1,421 @@
+"""The terminal client: `rerun`, `jobs`, `cancel` and `diff` over GraphQL against a running server, like any frontend.
+
+Queries and mutations go over HTTP (httpx), the rerun's progress over the WebSocket at /graphql speaking
+graphql-transport-ws (websockets). Nothing here touches the server's internals or its database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import websockets
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.prompt import Confirm
+from rich.table import Table
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "ANALYSIS_API_URL"
+KEY_ENV = "ANALYSIS_API_KEY"
+
+# Exit statuses, the same for every command.
+OK = 0
+JOB_FAILED = 1
+USAGE = 2
+AUTH = 3
+REFUSED = 4
+UNREACHABLE = 5
+
+_EXIT_FOR_CODE = {
+    "BAD_USER_INPUT": USAGE, "NOT_FOUND": USAGE, "GRAPHQL_VALIDATION_FAILED": USAGE, "GRAPHQL_PARSE_FAILED": USAGE,
+    "UNAUTHENTICATED": AUTH, "FORBIDDEN": AUTH,
+    "CONFLICT": REFUSED, "LIMIT_EXCEEDED": REFUSED,
+}
+FINAL_STATUSES = frozenset({"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"})
+
+ESTIMATE_FIELDS = "conversations inputTokens outputTokens costUsd model configVersion"
+JOB_FIELDS = "id status total succeeded failed canceled pending costUsd createdAt finishedAt agent { id name }"
+RESULT_FIELDS = "id trigger createdAt summary successful userSentiment inVoicemail customData agentVersion { version }"
+
+RERUN = f"""mutation Rerun($input: RerunAnalysisInput!) {{
+  rerunAnalysis(input: $input) {{ estimate {{ {ESTIMATE_FIELDS} }} job {{ {JOB_FIELDS} }} reused }}
+}}"""
+JOBS = f"""query Jobs($first: Int, $agentId: ID) {{
+  rerunJobs(first: $first, agentId: $agentId) {{ nodes {{ {JOB_FIELDS} }} }}
+}}"""
+CANCEL = f"mutation Cancel($id: ID!) {{ cancelRerun(jobId: $id) {{ {JOB_FIELDS} }} }}"
+ITEMS = """query Items($id: ID!, $after: String) { rerunJob(id: $id) {
+  items(first: 100, after: $after) {
+    nodes { conversationId status result { successful } previousResult { successful } }
+    pageInfo { hasNextPage endCursor }
+  }
+} }"""
+PROGRESS = f"""subscription Progress($id: ID!) {{ rerunProgress(jobId: $id) {{
+  job {{ {JOB_FIELDS} }}
+  item {{ conversationId status error result {{ successful }} previousResult {{ successful }} }}
+}} }}"""
+CONVERSATION = """query Conversation($id: ID!) {{ {kind}(id: $id) {{
+  id analysis {{ {fields} }} analysisHistory {{ {fields} }}
+}} }}"""
+
+
+class ClientError(Exception):
+    """An error to print (message and code) with the exit status it means; never a traceback."""
+
+    def __init__(self, message: str, code: str | None = None, exit_code: int = JOB_FAILED):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.exit_code = exit_code
+
+    @classmethod
+    def from_graphql(cls, error: dict) -> ClientError:
+        code = (error.get("extensions") or {}).get("code")
+        return cls(str(error.get("message", "error")), code, _EXIT_FOR_CODE.get(code or "", JOB_FAILED))
+
+
+@dataclass
+class Client:
+    url: str
+    key: str | None
+    timeout: float = 30
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    def execute(self, query: str, variables: dict | None = None, *, retries: int = 0) -> dict:
+        """The `data` of one operation; a GraphQL error raises ClientError. Transport errors are retried `retries` times."""
+        endpoint = self.url.rstrip("/") + "/graphql"
+        for attempt in range(retries + 1):
+            try:
+                response = httpx.post(endpoint, json={"query": query, "variables": variables or {}},
+                                      headers=self._headers(), timeout=self.timeout)
+                break
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as bad:
+                raise ClientError(f"bad server URL {self.url!r}: {bad}", "BAD_USER_INPUT", USAGE) from None
+            except httpx.TransportError as failed:
+                if attempt == retries:
+                    raise ClientError(f"server unreachable at {self.url}: {failed or type(failed).__name__}",
+                                      None, UNREACHABLE) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            if response.status_code in (401, 403):
+                raise ClientError(f"HTTP {response.status_code} from {endpoint}", None, AUTH)
+            raise ClientError(f"HTTP {response.status_code} from {endpoint}: not a GraphQL response", None, JOB_FAILED)
+        if body.get("errors"):
+            raise ClientError.from_graphql(body["errors"][0])
+        return body.get("data") or {}
+
+    def ws_url(self) -> str:
+        base = self.url.rstrip("/")
+        if base.startswith("https://"):
+            return "wss://" + base[len("https://"):] + "/graphql"
+        if base.startswith("http://"):
+            return "ws://" + base[len("http://"):] + "/graphql"
+        return base + "/graphql"
+
+    async def subscribe(self, query: str, variables: dict):
+        """Yield each `next` payload's data of one subscription over graphql-transport-ws until `complete`."""
+        try:
+            connection = await websockets.connect(self.ws_url(), subprotocols=["graphql-transport-ws"],
+                                                  open_timeout=self.timeout)
+        except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as failed:
+            raise ClientError(f"server unreachable at {self.url}: {failed}", None, UNREACHABLE) from None
+        async with connection:
+            await connection.send(json.dumps({"type": "connection_init", "payload": self._headers()}))
+            try:
+                async for raw in connection:
+                    message = json.loads(raw)
+                    kind = message.get("type")
+                    if kind == "connection_ack":
+                        await connection.send(json.dumps(
+                            {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}))
+                    elif kind == "ping":
+                        await connection.send(json.dumps({"type": "pong"}))
+                    elif kind == "next":
+                        payload = message.get("payload") or {}
+                        if payload.get("errors"):
+                            raise ClientError.from_graphql(payload["errors"][0])
+                        yield payload.get("data") or {}
+                    elif kind == "error":
+                        errors = message.get("payload") or [{"message": "subscription error"}]
+                        raise ClientError.from_graphql(errors[0] if isinstance(errors, list) else errors)
+                    elif kind == "complete":
+                        return
+            except websockets.exceptions.ConnectionClosed as closed:
+                reason = closed.rcvd.reason if closed.rcvd else ""
+                code = closed.rcvd.code if closed.rcvd else None
+                exit_code = AUTH if code in (4401, 4403) else UNREACHABLE
+                raise ClientError(f"the server closed the subscription ({code}: {reason or 'no reason'})",
+                                  "UNAUTHENTICATED" if code == 4401 else None, exit_code) from None
+            raise ClientError("the server closed the subscription before it completed", None, UNREACHABLE)
+
+
+@dataclass
+class RerunTargets:
+    agent: str | None = None
+    versions: list[int] = field(default_factory=list)
+    started_after: str | None = None
+    started_before: str | None = None
+    status: list[str] = field(default_factory=list)
+    successful: bool | None = None
+    sentiment: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    chats: list[str] = field(default_factory=list)
+
+    def input(self) -> dict[str, Any]:
+        if self.agent and (self.calls or self.chats):
+            raise ClientError("give --agent with filters, or --call/--chat ids, not both", "BAD_USER_INPUT", USAGE)
+        if self.calls or self.chats:
+            if self.versions or self.started_after or self.started_before or self.status or self.sentiment \
+                    or self.successful is not None:
+                raise ClientError("filters apply to --agent only", "BAD_USER_INPUT", USAGE)
+            return {key: value for key, value in (("callIds", self.calls), ("chatIds", self.chats)) if value}
+        if not self.agent:
+            raise ClientError("nothing to rerun: give --agent ID (with filters) or --call/--chat ids",
+                              "BAD_USER_INPUT", USAGE)
+        conversation_filter = {
+            "versions": self.versions or None, "startedAfter": self.started_after,
+            "startedBefore": self.started_before, "status": [s.upper() for s in self.status] or None,
+            "successful": self.successful, "userSentiment": [s.upper() for s in self.sentiment] or None,
+        }
+        conversation_filter = {k: v for k, v in conversation_filter.items() if v is not None}
+        return {"agentId": self.agent, **({"filter": conversation_filter} if conversation_filter else {})}
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def report_error(error: ClientError) -> int:
+    _err().print(f"error: {error.message}" + (f" ({error.code})" if error.code else ""), markup=False)
+    return error.exit_code
+
+
+def _money(value: Any) -> str:
+    return f"${float(value):.4f}"
+
+
+def estimate_table(estimate: dict) -> Table:
+    table = Table(title="Rerun estimate (dry run, nothing started)")
+    for column in ("conversations", "input tokens", "output tokens", "cost", "model", "draft version"):
+        table.add_column(column, justify="right" if column not in ("model",) else "left")
+    table.add_row(str(estimate["conversations"]), f"{estimate['inputTokens']:,}", f"{estimate['outputTokens']:,}",
+                  _money(estimate["costUsd"]), estimate["model"], str(estimate["configVersion"]))
+    return table
+
+
+def rerun(client: Client, targets: RerunTargets, *, max_cost: str | None, yes: bool) -> int:
+    out = _out()
+    request = targets.input()
+    if max_cost is not None:
+        request["maxCostUsd"] = max_cost
+    dry = client.execute(RERUN, {"input": {**request, "dryRun": True}})["rerunAnalysis"]
+    out.print(estimate_table(dry["estimate"]))
+    if dry["estimate"]["conversations"] == 0:
+        out.print("nothing to rerun: no finished conversation matches")
+        return OK
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ClientError("not starting without confirmation: no terminal to ask on, pass --yes",
+                              "BAD_USER_INPUT", USAGE)
+        if not Confirm.ask(f"Start the rerun? It is charged (about {_money(dry['estimate']['costUsd'])})",
+                           console=out, default=False):
+            out.print("nothing started")
+            return OK
+    # One key for this start: a retry after a lost answer returns the job the first attempt created.
+    started = client.execute(RERUN, {"input": {**request, "idempotencyKey": f"cli-{uuid.uuid4().hex}"}},
+                             retries=2)["rerunAnalysis"]
+    job = started["job"]
+    out.print(f"rerun job {job['id']} {'(already started by an earlier request) ' if started['reused'] else ''}"
+              f"{job['status']}, {job['total']} conversations")
+    try:
+        job, flips, seen = asyncio.run(_watch(client, job, out))
+    except KeyboardInterrupt:
+        _err().print(f"stopped watching; the job keeps running (python -m graphql_api cancel {job['id']})")
+        return 130
+    flips.update(_flips_from_items(client, job["id"], exclude=seen))
+    return _summary(out, job, flips)
+
+
+async def _watch(client: Client, job: dict, out: Console) -> tuple[dict, dict[str, tuple[bool, bool]], set[str]]:
+    flips: dict[str, tuple[bool, bool]] = {}
+    seen: set[str] = set()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=out) as progress:
+        task = progress.add_task(f"job {job['id']}", total=job["total"], completed=0, detail="")
+        async for data in client.subscribe(PROGRESS, {"id": job["id"]}):
+            event = data["rerunProgress"]
+            job = event["job"]
+            item = event.get("item")
+            if item is not None:
+                seen.add(item["conversationId"])
+                flip = _flip(item)
+                if flip:
+                    flips[item["conversationId"]] = flip
+            done = job["succeeded"] + job["failed"] + job["canceled"]
+            progress.update(task, completed=done, total=job["total"], detail=(
+                f"{job['status']} ok {job['succeeded']} failed {job['failed']} flipped {len(flips)} "
+                f"{_money(job['costUsd'])}"))
+    return job, flips, seen
+
+
+def _flip(item: dict) -> tuple[bool, bool] | None:
+    before = (item.get("previousResult") or {}).get("successful")
+    after = (item.get("result") or {}).get("successful")
+    if before is None or after is None or before == after:
+        return None
+    return before, after
+
+
+def _flips_from_items(client: Client, job_id: str, exclude: set[str]) -> dict[str, tuple[bool, bool]]:
+    """Flips of items that finished before the subscription started (the stream delivers only later ones)."""
+    flips: dict[str, tuple[bool, bool]] = {}
+    after = None
+    while True:
+        page = client.execute(ITEMS, {"id": job_id, "after": after})["rerunJob"]["items"]
+        for item in page["nodes"]:
+            if item["conversationId"] not in exclude and (flip := _flip(item)):
+                flips[item["conversationId"]] = flip
+        if not page["pageInfo"]["hasNextPage"]:
+            return flips
+        after = page["pageInfo"]["endCursor"]
+
+
+def _summary(out: Console, job: dict, flips: dict[str, tuple[bool, bool]]) -> int:
+    table = Table(title=f"Rerun {job['id']}: {job['status']}")
+    for column in ("succeeded", "failed", "canceled", "cost", "outcomes flipped"):
+        table.add_column(column, justify="right")
+    table.add_row(str(job["succeeded"]), str(job["failed"]), str(job["canceled"]), _money(job["costUsd"]),
+                  str(len(flips)))
+    out.print(table)
+    for conversation, (before, after) in sorted(flips.items()):
+        out.print(f"  {conversation}: successful {str(before).lower()} -> {str(after).lower()}")
+    return JOB_FAILED if job["status"] in ("FAILED", "PARTIALLY_FAILED") else OK
+
+
+def jobs(client: Client, *, agent: str | None, first: int) -> int:
+    nodes = client.execute(JOBS, {"first": first, "agentId": agent})["rerunJobs"]["nodes"]
+    table = Table(title="Rerun jobs, newest first")
+    for column in ("id", "agent", "status", "total", "ok", "failed", "canceled", "pending", "cost", "created"):
+        table.add_column(column, justify="right" if column in ("total", "ok", "failed", "canceled", "pending", "cost")
+                         else "left", overflow="fold")
+    for job in nodes:
+        table.add_row(job["id"], job["agent"]["id"], job["status"], str(job["total"]), str(job["succeeded"]),
+                      str(job["failed"]), str(job["canceled"]), str(job["pending"]), _money(job["costUsd"]),
+                      job["createdAt"][:19].replace("T", " "))
+    _out().print(table)
+    return OK
+
+
+def cancel(client: Client, job_id: str) -> int:
+    job = client.execute(CANCEL, {"id": job_id})["cancelRerun"]
+    _out().print(f"job {job['id']}: {job['status']} (succeeded {job['succeeded']}, failed {job['failed']}, "
+                 f"canceled {job['canceled']}, pending {job['pending']})")
+    return OK
+
+
+def _conversation(client: Client, conversation_id: str) -> dict:
+    kinds = ("chat", "call") if conversation_id.startswith("chat") else ("call", "chat")
+    for kind in kinds:
+        try:
+            found = client.execute(CONVERSATION.format(kind=kind, fields=RESULT_FIELDS), {"id": conversation_id})[kind]
+        except ClientError as error:
+            if error.code == "NOT_FOUND":
+                continue
+            raise
+        if found is not None:
+            return found
+    raise ClientError(f"No call or chat with id {conversation_id!r} in this workspace.", "NOT_FOUND", USAGE)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def diff(client: Client, conversation_id: str, *, against: str | None) -> int:
+    conversation = _conversation(client, conversation_id)
+    current = conversation["analysis"]
+    if current is None:
+        raise ClientError(f"{conversation_id} has no analysis yet", "NOT_FOUND", USAGE)
+    history = conversation["analysisHistory"]
+    if against:
+        earlier = next((result for result in history if result["id"] == against), None)
+        if earlier is None:
+            raise ClientError(f"no analysis result {against!r} of {conversation_id}", "NOT_FOUND", USAGE)
+    else:
+        earlier = next((result for result in history if result["id"] != current["id"]), None)
+        if earlier is None:
+            raise ClientError(f"{conversation_id} has only its current analysis: nothing to compare with",
+                              "NOT_FOUND", USAGE)
+    rows = [(name, earlier.get(key), current.get(key)) for name, key in (
+        ("summary", "summary"), ("successful", "successful"), ("userSentiment", "userSentiment"),
+        ("inVoicemail", "inVoicemail"))]
+    custom_before, custom_after = earlier.get("customData") or {}, current.get("customData") or {}
+    rows += [(f"customData.{key}", custom_before.get(key), custom_after.get(key))
+             for key in sorted(set(custom_before) | set(custom_after))]
+
+    def label(result: dict) -> str:
+        return f"{result['id']} ({result['trigger']}, v{result['agentVersion']['version']}, {result['createdAt'][:19]})"
+
+    table = Table(title=f"{conversation_id}: current analysis against an earlier one", show_lines=True)
+    table.add_column("", width=1)
+    table.add_column("field")
+    table.add_column(f"earlier {label(earlier)}", overflow="fold")
+    table.add_column(f"current {label(current)}", overflow="fold")
+    changed = 0
+    for name, before, after in rows:
+        if before != after:
+            changed += 1
+            table.add_row("*", name, _show(before), _show(after), style="bold yellow")
+        else:
+            table.add_row("", name, _show(before), _show(after))
+    out = _out()
+    out.print(table)
+    out.print(f"{changed} of {len(rows)} fields changed" if changed else "nothing changed")
+    return OK
+
+
+def run(command: str, args: Any) -> int:
+    """Run one client command from the parsed arguments; errors print on stderr and give the exit status."""
+    client = Client(url=args.url, key=args.key)
+    try:
+        if not client.key:
+            raise ClientError(f"no API key: pass --key or set {KEY_ENV}", "UNAUTHENTICATED", AUTH)
+        if command == "rerun":
+            targets = RerunTargets(
+                agent=args.agent, versions=args.version or [], started_after=args.started_after,
+                started_before=args.started_before, status=args.status or [], successful=args.successful,
+                sentiment=args.sentiment or [], calls=args.call or [], chats=args.chat or [])
+            return rerun(client, targets, max_cost=args.max_cost, yes=args.yes)
+        if command == "jobs":
+            return jobs(client, agent=args.agent, first=args.first)
+        if command == "cancel":
+            return cancel(client, args.job_id)
+        if command == "diff":
+            return diff(client, args.conversation_id, against=args.against)
+        raise ClientError(f"unknown command {command}", None, USAGE)
+    except ClientError as error:
+        return report_error(error)
+    except KeyboardInterrupt:
+        _err().print("interrupted")
+        return 130
