@@ -78,6 +78,7 @@ class Entry:
     document: DocumentNode
     size: int
     shape: Shape
+    refusals: list[GraphQLError]  # the limits the shape breaks under this cache's settings
     validation: list[GraphQLError] | None = None
     bad_literals: list[tuple[StringValueNode, str]] | None = None
 
@@ -113,7 +114,7 @@ class DocumentCache:
         self.misses += 1
         entry = self._parse(query)
         # Only documents that may run are kept: a refused one must not cost memory after its answer.
-        if len(query) <= self.settings.cacheable_document_bytes and not shape_errors(entry.shape, self.settings):
+        if len(query) <= self.settings.cacheable_document_bytes and not entry.refusals:
             with self._lock:
                 if query not in self._entries:
                     self._entries[query] = entry
@@ -138,7 +139,9 @@ class DocumentCache:
             if "tokens" in exc.message and "Parsing aborted" in exc.message:
                 raise _too_many_tokens(limit) from None
             raise
-        return Entry(document=document, size=len(query) * AST_BYTES_PER_TEXT_BYTE, shape=shape_of(document))
+        shape = shape_of(document)
+        return Entry(document=document, size=len(query) * AST_BYTES_PER_TEXT_BYTE, shape=shape,
+                     refusals=shape_errors(shape, self.settings))
 
 
 # GraphQL's tokens, near enough to count them in C at regex speed: strings, block strings, comments (not
@@ -333,9 +336,8 @@ class Documents(SchemaExtension):
         yield
 
     def _check(self, context: Any, settings: Settings, entry: Entry) -> list[GraphQLError]:
-        errors = shape_errors(entry.shape, settings)
-        if errors:
-            return errors
+        if entry.refusals:
+            return entry.refusals
         if entry.validation is None:
             entry.validation = validate(context.schema._schema, entry.document, specified_rules)
         if entry.validation:
