@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lock run test fuzz schema bench bench-queries bench-reruns load studio-screenshots clean
+.PHONY: setup lock run test fuzz schema bench bench-queries bench-peer-setup bench-reruns load studio-screenshots clean
 
 setup: $(STAMP)
 
@@ -38,8 +38,16 @@ schema: setup
 
 bench: bench-queries bench-reruns
 
+# Ours and PostGraphile side by side when node and npm are on PATH (bench.queries installs the peer when missing).
 bench-queries: setup
 	$(PY) -m bench.queries
+
+# PostGraphile into bench/peer/node_modules, exact versions from its package-lock.json; then make test runs
+# tests/test_bench_peer.py instead of skipping it.
+bench-peer-setup: bench/peer/node_modules/.package-lock.json
+
+bench/peer/node_modules/.package-lock.json: bench/peer/package-lock.json
+	cd bench/peer && npm ci --no-audit --no-fund --loglevel=error
 
 bench-reruns: setup
 	$(PY) -m bench.reruns

@@ -1,23 +1,30 @@
-"""Query benchmark: a page of 50 calls with agent, version and analysis, over HTTP, 100,000 calls loaded.
+"""Query benchmark: a page of 50 calls with agent, version and analysis, over HTTP, 100,000 calls loaded, against
+this project's server and PostGraphile 5 on the same database in the same run.
 
-    .venv/bin/python -m bench.queries [--calls 100000] [--clients 16] [--seconds 15] [--warmup 2]
-                                      [--scenarios first,deep,filter] [--walk-seconds 120]
+    .venv/bin/python -m bench.queries [--calls 100000] [--clients 16] [--seconds 15] [--warmup 2] [--rounds 3]
+                                      [--scenarios first,deep,filter] [--walk-seconds 120] [--no-peer]
 
 It makes a fresh database (on DATABASE_URL's server, else an embedded PostgreSQL), loads N calls of the
 demo generator spread over 3 voice agents with 4 versions each, every finished call with one current
 INITIAL analysis result and its charge line (bulk COPY, not the importer), starts one server process
-(`python -m graphql_api serve`, workers off) and runs closed-loop clients against it, one keep-alive
-HTTP/1.1 connection each, from a deliberately small client so that most of the 2 cores go to the server.
+(`python -m graphql_api serve`, workers off) and, when node and npm are on PATH, one PostGraphile process
+(bench/postgraphile.py: amber preset, installed by `npm ci` into bench/peer/node_modules when missing, the
+same database and role, the workspace given as a condition on workspace_id since there is no row-level
+security). Closed-loop clients, one keep-alive HTTP/1.1 connection each, from a deliberately small client so
+that most of the 2 cores go to the server under load.
 
-Scenarios:
+Scenarios (the peer's documents alias its field names to ours, so both answers have one shape):
   first   the newest page: calls(first: 50)
   deep    calls(first: 50, after: <cursor>) with cursors taken at random from a walk over the whole list
+          (the peer's cursors from a walk of its own, at the same positions)
   filter  calls(first: 50, filter: {versions: [1], successful: true})
 
-Per scenario it prints requests, req/s, latency percentiles, SQL statements per request (from /metrics
-deltas over the measured window), response size, the ratio to DESIGN.md's reference numbers and the
-CPU each process used. Results go to bench/results/queries-<timestamp>.json. The database is dropped
-at the end, also on errors and Ctrl-C.
+Before measuring a scenario it checks that both servers return the same page (the same calls in the same
+order with the same agent, version and analysis values). Then it alternates the servers over --rounds rounds
+(ours, peer, ours, peer ...), each round --seconds/--rounds long after its warm-up, and prints per server:
+requests, req/s, latency percentiles, CPU per request of the server process and of PostgreSQL, SQL statements
+per request (ours, from /metrics), response size; and the ratio ours/peer. Results go to
+bench/results/queries-<timestamp>.json. The database is dropped at the end, also on errors and Ctrl-C.
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,7 +58,9 @@ import asyncpg
 import orjson
 import psutil
 
+from bench import postgraphile
 from graphql_api.analysis.pricing import cost_usd, is_waived
+from graphql_api.config import Settings
 from graphql_api.db import Database, EmbeddedPostgres, migrate, with_database
 from graphql_api.demo_data import iter_demo_records
 from graphql_api.importer import parse_agent_version, parse_conversation
@@ -68,6 +80,30 @@ QUERY_DEEP = "query Deep($after: String) { calls(first: %d, after: $after) { %s 
 FILTER_VERSION = 1
 QUERY_FILTER = "{ calls(first: %d, filter: {versions: [%d], successful: true}) { %s } }" % (PAGE, FILTER_VERSION, _SELECTION)
 QUERY_WALK = "query Walk($after: String) { calls(first: %d, after: $after) { edges { cursor } pageInfo { hasNextPage endCursor } } }" % WALK_PAGE
+# Workers off; the read engine's check of each compiled answer against the resolvers (on in tests) off as well.
+SERVER_ENV = {"RUN_WORKERS": "0", "READ_ENGINE_VERIFY": "0"}
+OURS = {"first": QUERY_FIRST, "deep": QUERY_DEEP, "filter": QUERY_FILTER, "walk": QUERY_WALK}
+
+# The same selection in PostGraphile's amber naming, aliased to ours; `analysis` is the computed column
+# conversations_analysis() (bench/peer/database.sql). The order is ours: sort_at, then conversation_id, newest first.
+_PEER_SELECTION = """edges { cursor node { id: conversationId callStatus: status startedAt
+  agent: agentByWorkspaceIdAndAgentId { id: agentId name }
+  agentVersion: agentVersionByWorkspaceIdAndAgentIdAndAgentVersion { version isPublished }
+  analysis { summary successful userSentiment costUsd } } } pageInfo { hasNextPage endCursor }"""
+_PEER_ORDER = "orderBy: [SORT_AT_DESC, CONVERSATION_ID_DESC]"
+
+
+def peer_documents(workspace_id: int) -> dict[str, str]:
+    """The peer's documents of each scenario; the workspace scope is a condition (no row-level security here)."""
+    scope = f'workspaceId: "{workspace_id}", kind: "CALL"'
+    page = "calls: allConversations(first: %d%s, condition: {%s}, " + _PEER_ORDER + ") { %s }"
+    return {
+        "first": "{ %s }" % (page % (PAGE, "", scope, _PEER_SELECTION)),
+        "deep": "query Deep($after: Cursor) { %s }" % (page % (PAGE, ", after: $after", scope, _PEER_SELECTION)),
+        "filter": "{ %s }" % (page % (PAGE, "", f"{scope}, agentVersion: {FILTER_VERSION}, currentSuccessful: true", _PEER_SELECTION)),
+        "walk": "query Walk($after: Cursor) { %s }" % (
+            page % (WALK_PAGE, ", after: $after", scope, "edges { cursor } pageInfo { hasNextPage endCursor }")),
+    }
 
 
 # ---- database ---------------------------------------------------------------------------------
@@ -456,12 +492,77 @@ def describe_cpu(cpu: dict[str, float]) -> str:
             f"other processes on the machine {cpu['other_processes_cpu_s'] / wall:.2f} core")
 
 
+# ---- the servers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One server under load: ours or the peer, with its documents for each scenario."""
+
+    name: str  # "ours" or "peer"
+    label: str
+    host: str
+    port: int
+    pid: int
+    key: str
+    documents: dict[str, str]
+    cpu: CpuMeter
+    has_metrics: bool  # ours serves /metrics (SQL statements); the peer doesn't
+
+    def request(self, scenario: str, variables: dict[str, Any] | None = None) -> bytes:
+        return post_request(self.host, self.port, self.key, self.documents[scenario], variables)
+
+
+def _comparable(node: dict[str, Any]) -> dict[str, Any]:
+    """A call as both servers must agree on it: the peer writes statuses in lower case, costs with all 8 decimals."""
+    analysis = node["analysis"]
+    return {
+        "id": node["id"], "callStatus": node["callStatus"].upper(),
+        "startedAt": datetime.fromisoformat(node["startedAt"]) if node["startedAt"] else None,
+        "agent": node["agent"], "agentVersion": node["agentVersion"],
+        "analysis": analysis and {**analysis, "costUsd": Decimal(analysis["costUsd"])},
+    }
+
+
+def same_page(ours: dict[str, Any], peer: dict[str, Any]) -> str | None:
+    """None when both pages hold the same calls in the same order with the same values (cursors aside)."""
+    a, b = ours["calls"], peer["calls"]
+    ids_a = [e["node"]["id"] for e in a["edges"]]
+    ids_b = [e["node"]["id"] for e in b["edges"]]
+    if ids_a != ids_b:
+        at = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y), min(len(ids_a), len(ids_b)))
+        return f"different calls from position {at}: ours {len(ids_a)} ({ids_a[at:at + 2]}), peer {len(ids_b)} ({ids_b[at:at + 2]})"
+    for x, y in zip(a["edges"], b["edges"]):
+        if (cx := _comparable(x["node"])) != (cy := _comparable(y["node"])):
+            return f"call {cx['id']}: ours {cx}, peer {cy}"
+    if a["pageInfo"]["hasNextPage"] != b["pageInfo"]["hasNextPage"]:
+        return f"hasNextPage: ours {a['pageInfo']['hasNextPage']}, peer {b['pageInfo']['hasNextPage']}"
+    return None
+
+
+async def compare(targets: list[Target], pairs: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """Each pair's request to ours and to the peer: the same page from both, or the first difference."""
+    ours, peer = (Connection(t.host, t.port) for t in targets)
+    calls = 0
+    try:
+        for request_ours, request_peer in pairs:
+            a, _, _ = await graphql(ours, request_ours)
+            b, _, _ = await graphql(peer, request_peer)
+            if problem := same_page(a, b):
+                return {"same": False, "pages": len(pairs), "problem": problem}
+            calls += len(a["calls"]["edges"])
+    finally:
+        await ours.close()
+        await peer.close()
+    return {"same": True, "pages": len(pairs), "calls": calls}
+
+
 # ---- the cursor walk -------------------------------------------------------------------------
 
 
-async def walk(host: str, port: int, key: str, max_pages: int, max_seconds: float) -> dict[str, Any]:
+async def walk(target: Target, max_pages: int, max_seconds: float) -> dict[str, Any]:
     """Page through the whole list with the largest page, collecting (calls before, cursor) positions."""
-    conn = Connection(host, port)
+    conn = Connection(target.host, target.port)
     positions: list[tuple[int, str]] = []
     latencies: list[float] = []
     seen, after, complete = 0, None, False
@@ -470,7 +571,7 @@ async def walk(host: str, port: int, key: str, max_pages: int, max_seconds: floa
         for _ in range(max_pages):
             if time.monotonic() > deadline:
                 break
-            data, _, elapsed = await graphql(conn, post_request(host, port, key, QUERY_WALK, {"after": after} if after else None))
+            data, _, elapsed = await graphql(conn, target.request("walk", {"after": after} if after else None))
             latencies.append(elapsed)
             page = data["calls"]
             seen += len(page["edges"])
@@ -527,22 +628,11 @@ def _filter_check(node: dict[str, Any]) -> str | None:
     return None
 
 
-async def run_scenario(
-    name: str, description: str, requests: list[bytes], check: Callable[[dict[str, Any]], str | None],
-    args: argparse.Namespace, host: str, port: int, cpu: CpuMeter,
+async def run_round(
+    target: Target, requests: list[bytes], check: Callable[[dict[str, Any]], str | None], args: argparse.Namespace, seconds: float,
 ) -> dict[str, Any]:
-    control = Connection(host, port)
-
-    # One request alone, fully checked, after one that warms the key cache: no concurrency noise in its count.
-    await graphql(control, requests[0])
-    before = await fetch_metrics(host, port)
-    data, size, _ = await graphql(control, requests[0])
-    after = await fetch_metrics(host, port)
-    await control.close()
-    if problem := check(data):
-        raise HttpError(f"{name}: {problem}")
-    isolated_statements = after["sql_statements_total"] - before["sql_statements_total"]
-
+    """One warm-up and one measured window of closed-loop clients against one server; raw figures."""
+    host, port = target.host, target.port
     conns = [Connection(host, port) for _ in range(args.clients)]
     await asyncio.gather(*(c.open() for c in conns))
     phase = 0  # 0 warm-up, 1 measured, 2 stopping
@@ -552,7 +642,7 @@ async def run_scenario(
     error_count = 0
     checked = 0
     total_sent = 0
-    max_per_client = int((args.warmup + args.seconds + 5) * 10_000)  # a count bound above any plausible rate
+    max_per_client = int((args.warmup + seconds + 5) * 10_000)  # a count bound above any plausible rate
 
     async def client(index: int) -> None:
         nonlocal window_bytes, error_count, checked, total_sent
@@ -596,19 +686,22 @@ async def run_scenario(
                     errors.append(problem[:500])
 
     tasks = [asyncio.create_task(client(i)) for i in range(args.clients)]
+    m0 = m1 = None
     try:
         await asyncio.sleep(args.warmup)
-        m0 = await fetch_metrics(host, port)
-        c0 = cpu.snapshot()
+        if target.has_metrics:
+            m0 = await fetch_metrics(host, port)
+        c0 = target.cpu.snapshot()
         phase = 1
         t0 = time.perf_counter()
-        end = t0 + args.seconds
+        end = t0 + seconds
         while time.perf_counter() < end and error_count <= args.max_errors and not all(t.done() for t in tasks):
             await asyncio.sleep(min(0.25, max(0.0, end - time.perf_counter())))
         phase = 2
         t1 = time.perf_counter()
-        c1 = cpu.snapshot()
-        m1 = await fetch_metrics(host, port)
+        c1 = target.cpu.snapshot()
+        if target.has_metrics:
+            m1 = await fetch_metrics(host, port)
         done, pending = await asyncio.wait(tasks, timeout=args.timeout + 5)
         for task in pending:
             task.cancel()
@@ -620,54 +713,166 @@ async def run_scenario(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in conns))
+    out = {
+        "window_s": t1 - t0, "latencies": latencies, "bytes": window_bytes, "checked": checked, "errors": error_count,
+        "error_samples": errors, "cpu": CpuMeter.delta(c0, c1), "statements": None, "server_requests": None,
+    }
+    if m0 is not None and m1 is not None:
+        out["statements"] = m1["sql_statements_total"] - m0["sql_statements_total"]
+        out["server_requests"] = m1["graphql_http_requests_total"] - m0["graphql_http_requests_total"]
+    return out
 
-    window = t1 - t0
-    ordered = sorted(latencies)
+
+async def isolated_statements(target: Target, request: bytes) -> float | None:
+    """SQL statements of one request alone, after one that warms the key cache (ours only: from /metrics)."""
+    if not target.has_metrics:
+        return None
+    control = Connection(target.host, target.port)
+    try:
+        await graphql(control, request)
+        before = await fetch_metrics(target.host, target.port)
+        await graphql(control, request)
+        after = await fetch_metrics(target.host, target.port)
+    finally:
+        await control.close()
+    return after["sql_statements_total"] - before["sql_statements_total"]
+
+
+def summarize(target: Target, rounds: list[dict[str, Any]], statements_alone: float | None) -> dict[str, Any]:
+    """The rounds of one server in one scenario, pooled: rates over the summed windows, percentiles over all requests."""
+    ordered = sorted(x for r in rounds for x in r["latencies"])
     n = len(ordered)
-    d_requests = m1["graphql_http_requests_total"] - m0["graphql_http_requests_total"]
-    d_statements = m1["sql_statements_total"] - m0["sql_statements_total"]
-    rate = n / window if window > 0 else 0.0
+    window = sum(r["window_s"] for r in rounds)
+    cpu = {k: round(sum(r["cpu"][k] for r in rounds), 3) for k in rounds[0]["cpu"]}
+    statements = sum(r["statements"] for r in rounds) if target.has_metrics else None
+    server_requests = sum(r["server_requests"] for r in rounds) if target.has_metrics else None
+    per_request = (lambda seconds: round(seconds * 1000 / n, 3) if n else None)
     return {
-        "scenario": name,
-        "description": description,
-        "distinct_requests": len(requests),
-        "clients": args.clients,
+        "server": target.label,
+        "pid": target.pid,
+        "rounds": len(rounds),
         "window_s": round(window, 3),
         "requests": n,
-        "req_per_s": round(rate, 1),
+        "req_per_s": round(n / window, 1) if window > 0 else 0.0,
+        "round_req_per_s": [round(len(r["latencies"]) / r["window_s"], 1) for r in rounds],
         "latency_ms": {
             "p50": round(percentile(ordered, 50) * 1000, 2), "p90": round(percentile(ordered, 90) * 1000, 2),
             "p99": round(percentile(ordered, 99) * 1000, 2), "max": round(ordered[-1] * 1000, 2) if ordered else None,
             "mean": round(statistics.fmean(ordered) * 1000, 2) if ordered else None,
         },
-        "sql_statements_per_request": round(d_statements / d_requests, 3) if d_requests else None,
-        "sql_statements_isolated_request": isolated_statements,
-        "server_requests_in_window": int(d_requests),
-        "response_bytes_mean": round(window_bytes / n) if n else size,
-        "responses_fully_checked": checked,
-        "errors": error_count,
-        "error_samples": errors,
-        "vs_reference": {ref: round(rate / value, 2) for ref, value in REFERENCE.items()},
-        "cpu": CpuMeter.delta(c0, c1),
+        "server_cpu_ms_per_request": per_request(cpu["server_cpu_s"]),
+        "postgres_cpu_ms_per_request": per_request(cpu["postgres_cpu_s"]),
+        "client_cpu_ms_per_request": per_request(cpu["client_cpu_s"]),
+        "sql_statements_per_request": round(statements / server_requests, 3) if server_requests else None,
+        "sql_statements_isolated_request": statements_alone,
+        "response_bytes_mean": round(sum(r["bytes"] for r in rounds) / n) if n else None,
+        "responses_fully_checked": sum(r["checked"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "error_samples": [s for r in rounds for s in r["error_samples"]][:5],
+        "cpu": cpu,
     }
 
 
-def print_scenario(r: dict[str, Any]) -> None:
+def ratios(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
+    return {
+        "req_per_s": ratio(ours["req_per_s"], peer["req_per_s"]),
+        "p50": ratio(ours["latency_ms"]["p50"], peer["latency_ms"]["p50"]),
+        "p99": ratio(ours["latency_ms"]["p99"], peer["latency_ms"]["p99"]),
+        "server_cpu_per_request": ratio(ours["server_cpu_ms_per_request"], peer["server_cpu_ms_per_request"]),
+    }
+
+
+def print_server(name: str, r: dict[str, Any]) -> None:
     lat = r["latency_ms"]
-    print(f"\n[{r['scenario']}] {r['description']}")
-    print(f"  {r['clients']} clients, {r['window_s']:.1f}s measured: {r['requests']} requests, {r['req_per_s']:.1f} req/s")
-    print(f"  latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}  (mean {lat['mean']:.1f})")
-    print(f"  SQL statements per request: {r['sql_statements_per_request']} over the window "
-          f"({r['server_requests_in_window']} server-side requests), {r['sql_statements_isolated_request']:.0f} for one request alone")
-    print(f"  response: {r['response_bytes_mean'] / 1024:.1f} KiB; {r['responses_fully_checked']} responses fully parsed and checked, "
-          f"{r['errors']} errors")
-    print("  vs DESIGN.md: " + ", ".join(f"{ratio:.2f}x {ref} (~{REFERENCE[ref]:.0f})" for ref, ratio in r["vs_reference"].items()))
-    print("  " + describe_cpu(r["cpu"]))
+    rounds = ", ".join(f"{x:.0f}" for x in r["round_req_per_s"])
+    print(f"  {name + ':':<5} {r['server']}, pid {r['pid']}: {r['rounds']} rounds, {r['window_s']:.1f}s measured, "
+          f"{r['requests']} requests, {r['req_per_s']:.1f} req/s (rounds: {rounds})")
+    print(f"       latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}  (mean {lat['mean']:.1f})")
+    sql = ""
+    if r["sql_statements_per_request"] is not None:
+        sql = (f"; SQL statements per request {r['sql_statements_per_request']} "
+               f"({r['sql_statements_isolated_request']:.0f} for one request alone)")
+    print(f"       CPU per request: server {r['server_cpu_ms_per_request']:.2f} ms, PostgreSQL "
+          f"{r['postgres_cpu_ms_per_request']:.2f} ms, client {r['client_cpu_ms_per_request']:.2f} ms{sql}")
+    print(f"       response {r['response_bytes_mean'] / 1024:.1f} KiB; {r['responses_fully_checked']} responses fully parsed and "
+          f"checked, {r['errors']} errors; " + describe_cpu(r["cpu"]))
     for sample in r["error_samples"]:
-        print(f"  error: {sample}")
+        print(f"       error: {sample}")
 
 
-async def benchmark(args: argparse.Namespace, url: str, data_dir: Path) -> dict[str, Any]:
+def print_ratios(r: dict[str, float | None]) -> None:
+    def x(v: float | None) -> str:
+        return f"{v:.2f}x" if v is not None else "n/a"
+
+    print(f"  ours/peer: {x(r['req_per_s'])} req/s, {x(r['p50'])} p50, {x(r['p99'])} p99, "
+          f"{x(r['server_cpu_per_request'])} server CPU per request")
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+
+def prepare_peer(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """Install PostGraphile when missing; returns why the peer is skipped (or None) and what was done."""
+    if args.no_peer:
+        return "--no-peer", {}
+    if reason := postgraphile.unavailable():
+        return reason, {}
+    info: dict[str, Any] = {"version": postgraphile.locked_version()}
+    if not postgraphile.is_installed():
+        print(f"installing PostGraphile {info['version']} into {postgraphile.PEER_DIR / 'node_modules'} (npm ci) ...", flush=True)
+        try:
+            info["install_s"] = round(postgraphile.install(), 1)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, RuntimeError) as exc:
+            return f"npm ci failed ({exc})", info
+        print(f"installed in {info['install_s']:.0f}s", flush=True)
+    return None, info
+
+
+async def scenario_requests(
+    name: str, targets: list[Target], args: argparse.Namespace, load: dict[str, Any], report: dict[str, Any],
+) -> tuple[str, list[list[bytes]], Callable[[dict[str, Any]], str | None], list[tuple[bytes, bytes]]]:
+    """The description, each target's requests (index-aligned across targets), the check and the pairs to compare."""
+    if name == "first":
+        reqs = [[t.request("first")] for t in targets]
+        return f"newest page: calls(first: {PAGE}) with agent, version, analysis", reqs, check_page(expect_full=True), []
+    if name == "filter":
+        reqs = [[t.request("filter")] for t in targets]
+        return (f"calls(first: {PAGE}, filter: {{versions: [{FILTER_VERSION}], successful: true}})", reqs,
+                check_page(expect_full=True, node_check=_filter_check), [])
+    if name != "deep":
+        raise SystemExit(f"unknown scenario {name!r}; choose from first, deep, filter")
+    walks = []
+    for target in targets:
+        walked = await walk(target, max_pages=args.calls // WALK_PAGE + 3, max_seconds=args.walk_seconds)
+        report.setdefault("walk", {})[target.name] = {k: v for k, v in walked.items() if k != "positions"}
+        print(f"\n{target.name}: walked {walked['pages']} pages of {WALK_PAGE} ({walked['calls_seen']:,} calls, "
+              f"{'the whole list' if walked['complete'] else 'stopped by --walk-seconds'}) in {walked['seconds']:.1f}s; "
+              f"page p50 {walked['first_pages_p50_ms']} ms for the first 10 pages, {walked['last_pages_p50_ms']} ms for the last 10",
+              flush=True)
+        if walked["complete"] and walked["calls_seen"] != load["calls"]:
+            raise HttpError(f"{target.name}: the walk saw {walked['calls_seen']} calls, {load['calls']} were loaded")
+        walks.append(walked)
+    # Both walks stop at the same positions when they list the same calls; a time-limited one is cut to the shorter.
+    count = min(len(w["positions"]) for w in walks)
+    seen = [[s for s, _ in w["positions"][:count]] for w in walks]
+    if any(s != seen[0] for s in seen):
+        raise HttpError("the walks of the two servers stopped at different positions")
+    total = walks[0]["calls_seen"] if all(w["complete"] for w in walks) else math.inf
+    usable = [i for i, s in enumerate(seen[0]) if total - s >= PAGE]
+    if not usable:
+        raise HttpError("the walk collected no cursor")
+    reqs = [[t.request("deep", {"after": w["positions"][i][1]}) for i in usable] for t, w in zip(targets, walks)]
+    depth = statistics.median(seen[0][i] for i in usable)
+    spread = sorted({round(k * (len(usable) - 1) / 4) for k in range(5)})  # five cursors from the top to the bottom
+    pairs = [(reqs[0][j], reqs[1][j]) for j in spread] if len(targets) == 2 else []
+    return (f"calls(first: {PAGE}, after: cursor), {len(usable)} cursors spread over the list (median offset {depth:,.0f})",
+            reqs, check_page(expect_full=True), pairs)
+
+
+async def benchmark(args: argparse.Namespace, url: str, data_dir: Path, peer_info: dict[str, Any] | None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "when": datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(), "python": sys.version.split()[0],
         "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL",
@@ -686,112 +891,140 @@ async def benchmark(args: argparse.Namespace, url: str, data_dir: Path) -> dict[
           f"{load['copy_analysis_and_charges_s']:.1f}s, VACUUM ANALYZE {load['vacuum_analyze_s']:.1f}s); database {load['database_size']}",
           flush=True)
 
-    server = ServerProcess(db_url=url, data_dir=data_dir, env={"RUN_WORKERS": "0"})
+    database = urlsplit(url).path.lstrip("/")
+    pool_max = Settings.model_fields["db_pool_max"].default  # the peer gets as many connections as ours
+    processes: list[ServerProcess] = [ServerProcess(db_url=url, data_dir=data_dir, env=SERVER_ENV)]
+    if peer_info is not None:
+        peer_info.update(await postgraphile.prepare_database(url))
+        processes.append(postgraphile.PeerProcess(db_url=url, data_dir=data_dir, pool_max=pool_max))
+        report["peer"] = peer_info
     try:
-        await asyncio.to_thread(server.wait_ready, 60)
-        host, port = "127.0.0.1", server.port
-        cpu = CpuMeter(server.process.pid, urlsplit(url).path.lstrip("/"))
-        print(f"server ready on {server.base_url} (pid {server.process.pid}); "
-              f"{args.clients} clients, {args.warmup:.0f}s warm-up, {args.seconds:.0f}s measured per scenario", flush=True)
+        for process in processes:
+            await asyncio.to_thread(process.wait_ready, 60)
+        targets = [Target("ours", "this project (Python)", "127.0.0.1", processes[0].port, processes[0].process.pid, key, OURS,
+                          CpuMeter(processes[0].process.pid, database), has_metrics=True)]
+        print(f"ours ready on {processes[0].base_url} (pid {processes[0].process.pid})", flush=True)
+        if peer_info is not None:
+            peer = processes[1]
+            targets.append(Target("peer", f"PostGraphile {peer_info['version']} (node {node_version()})", "127.0.0.1", peer.port,
+                                  peer.process.pid, key, peer_documents(workspace_id), CpuMeter(peer.process.pid, database),
+                                  has_metrics=False))
+            print(f"peer ready on {peer.base_url} (pid {peer.process.pid}): PostGraphile {peer_info['version']}, amber preset, "
+                  f"one node process, a pool of {pool_max} connections as ours, the same database and role; the workspace "
+                  f"scope is the condition workspaceId: \"{workspace_id}\" (no row-level security)\n"
+                  f"peer: {peer_info['note']}", flush=True)
+        per_round = args.seconds / args.rounds
+        print(f"{args.clients} clients; per scenario {args.rounds} rounds of {args.warmup:.0f}s warm-up and {per_round:.1f}s measured "
+              f"per server" + (", alternating ours and peer" if len(targets) == 2 else ""), flush=True)
+
         scenarios: list[dict[str, Any]] = []
-        wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-        for name in wanted:
-            if name == "first":
-                reqs = [post_request(host, port, key, QUERY_FIRST)]
-                result = await run_scenario(name, f"newest page: calls(first: {PAGE}) with agent, version, analysis",
-                                            reqs, check_page(expect_full=True), args, host, port, cpu)
-            elif name == "deep":
-                walked = await walk(host, port, key, max_pages=args.calls // WALK_PAGE + 3, max_seconds=args.walk_seconds)
-                positions = walked.pop("positions")
-                report["walk"] = walked
-                print(f"\nwalked {walked['pages']} pages of {WALK_PAGE} ({walked['calls_seen']:,} calls, "
-                      f"{'the whole list' if walked['complete'] else 'stopped by --walk-seconds'}) in {walked['seconds']:.1f}s; "
-                      f"page p50 {walked['first_pages_p50_ms']} ms for the first 10 pages, {walked['last_pages_p50_ms']} ms for the last 10",
-                      flush=True)
-                if walked["complete"] and walked["calls_seen"] != load["calls"]:
-                    raise HttpError(f"the walk saw {walked['calls_seen']} calls, {load['calls']} were loaded")
-                total = walked["calls_seen"] if walked["complete"] else math.inf
-                usable = [cursor for seen, cursor in positions if total - seen >= PAGE]
-                if not usable:
-                    raise HttpError("the walk collected no cursor")
-                reqs = [post_request(host, port, key, QUERY_DEEP, {"after": cursor}) for cursor in usable]
-                depth = statistics.median(seen for seen, _ in positions if total - seen >= PAGE)
-                result = await run_scenario(
-                    name, f"calls(first: {PAGE}, after: cursor), {len(reqs)} cursors spread over the list (median offset {depth:,.0f})",
-                    reqs, check_page(expect_full=True), args, host, port, cpu)
-            elif name == "filter":
-                reqs = [post_request(host, port, key, QUERY_FILTER)]
-                result = await run_scenario(name, f"calls(first: {PAGE}, filter: {{versions: [{FILTER_VERSION}], successful: true}})",
-                                            reqs, check_page(expect_full=True, node_check=_filter_check), args, host, port, cpu)
+        for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
+            description, reqs, check, pairs = await scenario_requests(name, targets, args, load, report)
+            print(f"\n[{name}] {description}")
+            result: dict[str, Any] = {"scenario": name, "description": description, "distinct_requests": len(reqs[0]),
+                                      "clients": args.clients}
+            if len(targets) == 2:
+                same = await compare(targets, pairs or [(reqs[0][0], reqs[1][0])])
+                result["same_page"] = same
+                if same["same"]:
+                    print(f"  same page from both: {same['pages']} page(s), {same['calls']} calls, the same calls in the same "
+                          f"order with the same agent, version and analysis values")
+                else:
+                    print(f"  PAGES DIFFER, the ratio compares different work: {same['problem']}")
+            alone = [await isolated_statements(t, r[0]) for t, r in zip(targets, reqs)]
+            rounds: list[list[dict[str, Any]]] = [[] for _ in targets]
+            for _ in range(args.rounds):
+                for i, target in enumerate(targets):
+                    rounds[i].append(await run_round(target, reqs[i], check, args, per_round))
+            servers = {t.name: summarize(t, r, a) for t, r, a in zip(targets, rounds, alone)}
+            result["servers"] = servers
+            result["vs_reference"] = {ref: round(servers["ours"]["req_per_s"] / value, 2) for ref, value in REFERENCE.items()}
+            for target in targets:
+                print_server(target.name, servers[target.name])
+            if "peer" in servers:
+                result["ours_over_peer"] = ratios(servers["ours"], servers["peer"])
+                print_ratios(result["ours_over_peer"])
             else:
-                raise SystemExit(f"unknown scenario {name!r}; choose from first, deep, filter")
+                print("  vs DESIGN.md: " + ", ".join(f"{ratio:.2f}x {ref} (~{REFERENCE[ref]:.0f})" for ref, ratio in result["vs_reference"].items()))
             scenarios.append(result)
-            print_scenario(result)
         report["scenarios"] = scenarios
-        rss = psutil.Process(server.process.pid).memory_info().rss
-        report["server_rss_mib"] = round(rss / 2**20, 1)
+        report["server_rss_mib"] = {t.name: round(psutil.Process(t.pid).memory_info().rss / 2**20, 1) for t in targets}
     finally:
-        code = server.stop()
-        report["server_exit_code"] = code
-        report["server_log"] = str(server.log_path)
+        report["server_exit_code"] = {p.command: p.stop() for p in processes}
     return report
+
+
+def node_version() -> str:
+    return subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.queries", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100_000, help="calls to load (default 100000)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients, one connection each (default 16)")
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured window per scenario (default 15)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up before each window (default 2)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured time per scenario and server, split over the rounds (default 15)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up before each round's window (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario, the servers alternating (default 3)")
     parser.add_argument("--scenarios", default="first,deep,filter", help="comma-separated: first, deep, filter")
-    parser.add_argument("--walk-seconds", type=float, default=120.0, help="time limit of the cursor walk for `deep` (default 120)")
+    parser.add_argument("--walk-seconds", type=float, default=120.0, help="time limit of each cursor walk for `deep` (default 120)")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds (default 30)")
     parser.add_argument("--sample-every", type=int, default=50, help="fully parse and check every Nth response (default 50); the rest: status line and an \"errors\" scan")
-    parser.add_argument("--max-errors", type=int, default=100, help="stop a scenario after this many errors (default 100)")
+    parser.add_argument("--max-errors", type=int, default=100, help="stop a round after this many errors (default 100)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the demo data generator (default 7)")
+    parser.add_argument("--no-peer", action="store_true", help="measure this project's server alone")
     args = parser.parse_args(argv)
-    if args.calls < PAGE * 4 or args.clients < 1 or args.seconds <= 0 or args.sample_every < 1:
-        parser.error(f"--calls must be at least {PAGE * 4}, --clients at least 1, --seconds and --sample-every positive")
+    if args.calls < PAGE * 4 or args.clients < 1 or args.seconds <= 0 or args.sample_every < 1 or args.rounds < 1:
+        parser.error(f"--calls must be at least {PAGE * 4}, --clients and --rounds at least 1, --seconds and --sample-every positive")
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
     started = time.perf_counter()
+    skipped, peer_info = prepare_peer(args)
+    if skipped:
+        print(f"peer (PostGraphile) skipped: {skipped}; measuring this project's server alone", flush=True)
     data_dir = Path(tempfile.mkdtemp(prefix="gqlapi-bench-queries-data-"))
     report: dict[str, Any] | None = None
     failed = False
     try:
         with bench_database() as url:
-            report = asyncio.run(benchmark(args, url, data_dir))
+            report = asyncio.run(benchmark(args, url, data_dir, None if skipped else peer_info))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
     except Exception:
         failed = True
-        logs = sorted(data_dir.glob("server-*.log"))
-        if logs:
-            print(f"server log ({logs[-1]}), last lines:\n" + "\n".join(logs[-1].read_text().splitlines()[-30:]), file=sys.stderr)
+        for log in sorted(data_dir.glob("*.log")):
+            print(f"{log}, last lines:\n" + "\n".join(log.read_text().splitlines()[-30:]), file=sys.stderr)
         raise
     finally:
         if not failed:
             shutil.rmtree(data_dir, ignore_errors=True)
 
     assert report is not None
+    if skipped:
+        report["peer_skipped"] = skipped
     report["total_runtime_s"] = round(time.perf_counter() - started, 1)
-    report.pop("server_log", None)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"queries-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nsummary ({report['load']['calls']:,} calls, {args.clients} clients, one server process, {os.cpu_count()} cores):")
+    print(f"\nsummary ({report['load']['calls']:,} calls, {args.clients} clients, one process per server, {args.rounds} rounds, "
+          f"{os.cpu_count()} cores):")
     for r in report.get("scenarios", []):
-        lat = r["latency_ms"]
-        print(f"  {r['scenario']:<7} {r['req_per_s']:7.1f} req/s  p50 {lat['p50']:7.1f} ms  p99 {lat['p99']:7.1f} ms  "
-              f"{r['sql_statements_per_request']} SQL/request  {r['vs_reference']['PostGraphile']:.2f}x PostGraphile  "
-              f"{r['vs_reference']['tuned Strawberry']:.2f}x tuned Strawberry  errors {r['errors']}")
+        for name, s in r["servers"].items():
+            lat = s["latency_ms"]
+            print(f"  {r['scenario']:<7} {name:<4} {s['req_per_s']:7.1f} req/s  p50 {lat['p50']:7.1f} ms  p99 {lat['p99']:7.1f} ms  "
+                  f"server CPU {s['server_cpu_ms_per_request']:5.2f} ms/request  errors {s['errors']}")
+        if "ours_over_peer" in r:
+            same = "same page" if r["same_page"]["same"] else "PAGES DIFFER"
+            print(f"  {r['scenario']:<7} ours/peer {r['ours_over_peer']['req_per_s']}x req/s, "
+                  f"{r['ours_over_peer']['server_cpu_per_request']}x CPU per request ({same})")
     print(f"results: {out}")
     print(f"total runtime {report['total_runtime_s']:.0f}s (load {report['load']['total_s']:.0f}s)")
-    return 1 if any(r["errors"] for r in report.get("scenarios", [])) else 0
+    failures = any(s["errors"] for r in report.get("scenarios", []) for s in r["servers"].values())
+    differ = any(not r["same_page"]["same"] for r in report.get("scenarios", []) if "same_page" in r)
+    return 1 if failures or differ else 0
 
 
 if __name__ == "__main__":
