@@ -1,22 +1,34 @@
-"""Command line: `python -m graphql_api serve | run | migrate | seed | worker | import FILE | create-api-key |
-revoke-api-key | list-api-keys`, and the clients of a running server: `rerun | jobs | cancel | diff`."""
+"""Command line (Typer): the server's commands (`serve`, `run`, `migrate`, `seed`, `worker`, `import`, the API keys)
+and the clients of a running server (`rerun`, `jobs`, `cancel`, `diff`). `--help` on each names its options and the
+environment variables it reads; `main(argv)` returns the exit status."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
+import contextlib
+import inspect
+import logging
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from graphql_api import client
 from graphql_api.config import Settings
 from graphql_api.db import MigrationError, migrate
 from graphql_api.logs import setup_logging
 from graphql_api.services import database_url, open_services
+
+if TYPE_CHECKING:
+    from graphql_api.importer import Progress as ImportProgress
 
 log = structlog.stdlib.get_logger("graphql_api")
 
@@ -132,16 +144,54 @@ async def _import(settings: Settings, url: str, file: Path, workspace_name: str)
         return 2
     async with open_services(settings, url) as services:
         workspace = await ensure_workspace(db=services.db, name=workspace_name)
-        report = await import_text(
-            db=services.db, workspace_id=workspace.id, text=text, analyzer=services.analyzer,
-            concurrency=settings.analysis_concurrency,
-        )
+        with _import_progress() as progress:
+            report = await import_text(
+                db=services.db, workspace_id=workspace.id, text=text, analyzer=services.analyzer,
+                concurrency=settings.analysis_concurrency, progress=progress,
+            )
     for line, notice in report.notices:
         print(f"{file}:{line}: {notice}", file=sys.stderr)
     for line, reason in report.errors:
         print(f"{file}:{line}: skipped: {reason}", file=sys.stderr)
     print(f"{file}: {report.summary()}")
     return 1 if report.errors else 0
+
+
+_IMPORT_STAGES = {"records": "records", "analyses": "initial analyses"}
+
+
+@contextlib.contextmanager
+def _import_progress() -> Iterator[ImportProgress | None]:
+    """A progress bar per stage on stderr when stderr is a terminal, with the log lines printed above it; without a
+    terminal nothing: the log's lines (initial_analysis_progress ...) tell how far it is."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar, _logging_to(sys.stderr):
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(_IMPORT_STAGES.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+@contextlib.contextmanager
+def _logging_to(stream: object) -> Iterator[None]:
+    """Point the log's handlers at `stream` for a while: the progress bar's stand-in for stderr, which prints each line
+    above the bar instead of through it."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    before = [handler.stream for handler in handlers]
+    for handler in handlers:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler, original in zip(handlers, before):
+            handler.setStream(original)
 
 
 async def _worker(settings: Settings, url: str) -> None:
@@ -178,177 +228,330 @@ def _serve(settings: Settings, url: str) -> None:
     )
 
 
+PROG = "python -m graphql_api"
+
+app = typer.Typer(
+    help="The analysis API: serve it, keep its database and API keys, and rerun analysis from a terminal as a client "
+    "of a running server. `COMMAND --help` names each command's options and the environment variables it reads.",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    # Tracebacks stay the standard library's: Typer's pretty ones print local variables, API keys among them.
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_SERVER, _DATA, _CLIENT = "Server", "Database and keys", "Clients of a running server"
+
+
+def _command(name: str | None = None, **settings: object) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """`app.command` with the docstring as the help, its paragraphs unwrapped: the help wraps them to the terminal."""
+    def register(function: Callable[..., None]) -> Callable[..., None]:
+        paragraphs = inspect.cleandoc(function.__doc__ or "").split("\n\n")
+        return app.command(name, help="\n\n".join(" ".join(p.split()) for p in paragraphs), **settings)(function)
+
+    return register
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m graphql_api", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="serve the API (migrations applied at start)")
-    sub.add_parser("run", help="migrate, seed an empty demo workspace, print a demo key, serve")
-    sub.add_parser("migrate", help="apply pending migrations")
-    sub.add_parser("seed", help="fill the workspace 'demo' with demo agents, calls and chats")
-    sub.add_parser("worker", help="run rerun workers without the HTTP server")
-    imp = sub.add_parser(
-        "import",
-        help="import agents, calls and chats in Retell's JSON shape",
-        description="Import agents, calls and chats in Retell's JSON shape (one object, an array or JSON lines). "
-        "Records are matched by id: only what differs changes, a draft edited here is kept unless the file "
-        "brings a new config for it (the change is then recorded in the draft's configChanges), and a bad "
-        "record is skipped with its line and reason while the others are imported. The summary counts what "
-        "changed, then unchanged and skipped records.",
-        epilog="exit status: 0 when every record was imported or already there, 1 when any record was "
-        "skipped, 2 when the file can't be read",
-    )
-    imp.add_argument("file", type=Path)
-    imp.add_argument("--workspace", default=DEMO_WORKSPACE, help="target workspace (created when missing)")
-    key = sub.add_parser("create-api-key", help="create an API key; the key is printed alone on the last line")
-    key.add_argument("--workspace", required=True)
-    revoke = sub.add_parser(
-        "revoke-api-key",
-        help="revoke an API key by its prefix (as listed) or the whole key; every server refuses it and closes its "
-        "WebSockets within seconds",
-        epilog="exit status: 0 when a key was revoked, 1 when none was (no match, already revoked, or a prefix that "
-        "several keys share)",
-    )
-    revoke.add_argument("key", metavar="PREFIX_OR_KEY")
-    listing = sub.add_parser("list-api-keys", help="list API keys: prefix, workspace, created, revoked (never the key)")
-    listing.add_argument("--workspace", help="only this workspace's keys")
-    _add_client_commands(sub)
-    args = parser.parse_args(argv)
-    if args.command in _CLIENT_COMMANDS:
-        # Clients of a running server: no settings, database or signal handlers of the server's own.
-        from graphql_api import client
+    """Run one command and return its exit status (2 for bad usage, as any command's help tells)."""
+    try:
+        typer.main.get_command(app).main(args=argv, prog_name=PROG)
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            return exit.code or 0
+        raise  # a message for the user (a bad setting): Python prints it and exits 1
+    return 0
 
-        return client.run(args.command, args)
 
+def _exit_with(status: int | None) -> None:
+    raise typer.Exit(status or 0)
+
+
+# ---- the commands that work on the database -------------------------------------------------------------------
+
+# Each command's --help names the variables it reads: Settings.from_env reads them all, these change what it does.
+_ENVIRONMENT = {
+    "DATABASE_URL": "PostgreSQL URL; unset: an embedded PostgreSQL in DATA_DIR/pg",
+    "DATA_DIR": "the embedded PostgreSQL's data and the demo key",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "LOG_FORMAT": "text or json",
+    "HOST": "the address to listen on",
+    "PORT": "the port to listen on",
+    "ENVIRONMENT": "production turns introspection and GraphiQL off",
+    "RUN_WORKERS": "0: serve the API only, reruns left to worker processes",
+    "ACCESS_LOG": "1: uvicorn's per-request access log",
+    "DB_POOL_MAX": "connections in the query pool",
+    "GEMINI_API_KEY": "analyze with Gemini; unset: the offline analyzer",
+    "GEMINI_BASE_URL": "a Gemini-compatible endpoint",
+    "ANALYSIS_CONCURRENCY": "analyses run at once",
+    "RERUN_LEASE_SECONDS": "how long a worker owns a claimed item without a heartbeat",
+}
+_DATABASE_ENV = ("DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "LOG_FORMAT")
+_ANALYSIS_ENV = ("GEMINI_API_KEY", "GEMINI_BASE_URL", "ANALYSIS_CONCURRENCY")
+_WORKER_ENV = (*_DATABASE_ENV, *_ANALYSIS_ENV, "RERUN_LEASE_SECONDS", "DB_POOL_MAX")
+_SERVE_ENV = (*_WORKER_ENV, "HOST", "PORT", "RUN_WORKERS", "ENVIRONMENT", "ACCESS_LOG")
+
+
+def setting_default(variable: str) -> object:
+    """The default of the setting an environment variable sets (Settings names each field after its variable)."""
+    for name, field in Settings.model_fields.items():
+        if (field.validation_alias or name).upper() == variable:
+            return field.default
+    raise KeyError(variable)
+
+
+def _environment(*variables: str, more: str = "") -> str:
+    """The epilog listing the environment variables a command reads, with their defaults."""
+    lines = []
+    for variable in variables:
+        default = setting_default(variable)
+        shown = int(default) if isinstance(default, bool) else default
+        lines.append(f"{variable}: {_ENVIRONMENT[variable]}" + (f" (default {shown})" if shown is not None else ""))
+    return escape("Environment:\n" + "\n".join(lines) + (f"\n{more}" if more else ""))
+
+
+def _on_database(command: str, body: Callable[[Settings, str, _StopSignals], int | None]) -> None:
+    """Run a command that works on the database: the settings from the environment, the log, the stop signals and the
+    database (an embedded one without DATABASE_URL); exit with the body's status."""
     settings = Settings.from_env()
     setup_logging(settings)
     stop_signals = _StopSignals()
     stop_signals.install()
     try:
         with database_url(settings) as url:
-            return _command(args, settings, url, stop_signals)
+            status = body(settings, url, stop_signals)
     except MigrationError as refused:
         print(f"error: {refused}", file=sys.stderr)
-        return 1
+        status = 1
     except _Stopped as stopped:
         name = signal.Signals(stopped.signum).name
-        log.info("process_stopped", command=args.command, signal=name)
+        log.info("process_stopped", command=command, signal=name)
         # For a command that serves until told to stop, the stop is its normal end; any other was cut short.
-        return 0 if args.command in _SERVING_COMMANDS else 128 + stopped.signum
+        status = 0 if command in _SERVING_COMMANDS else 128 + stopped.signum
+    _exit_with(status)
 
 
 _SERVING_COMMANDS = frozenset({"serve", "run", "worker"})
-_CLIENT_COMMANDS = frozenset({"rerun", "jobs", "cancel", "diff"})
-
-_CLIENT_EPILOG = (
-    "exit status: 0 ok; 1 the job ended FAILED or PARTIALLY_FAILED (or an unexpected server error); 2 usage or "
-    "bad input (BAD_USER_INPUT, NOT_FOUND); 3 unauthenticated or forbidden; 4 CONFLICT or LIMIT_EXCEEDED; "
-    "5 server unreachable. Environment: ANALYSIS_API_URL (the server, default http://127.0.0.1:8000), "
-    "ANALYSIS_API_KEY (the API key)."
-)
 
 
-def _add_client_commands(sub: argparse._SubParsersAction) -> None:
-    """`rerun`, `jobs`, `cancel`, `diff`: clients of a running server over GraphQL (graphql_api/client.py)."""
-    server = argparse.ArgumentParser(add_help=False)
-    server.add_argument("--url", default=os.environ.get("ANALYSIS_API_URL", "http://127.0.0.1:8000"),
-                        help="the running server (default: $ANALYSIS_API_URL, else http://127.0.0.1:8000)")
-    server.add_argument("--key", default=os.environ.get("ANALYSIS_API_KEY"),
-                        help="API key of the workspace (default: $ANALYSIS_API_KEY)")
-    rerun = sub.add_parser(
-        "rerun", parents=[server], epilog=_CLIENT_EPILOG,
-        help="rerun analysis on a running server: estimate, confirm, then a live progress bar and a summary",
-        description="Rerun the analysis of finished calls or chats with the agent's latest draft config, on a "
-        "running server. First a dry run prints the estimate (conversations, tokens, cost, model, draft version); "
-        "then it asks to confirm (unless --yes; without a terminal and without --yes it refuses, exit 2), starts "
-        "the job with an idempotency key (a retried start never charges twice), follows it live and ends with a "
-        "summary: succeeded, failed, canceled, cost, and the outcomes that flipped (successful true<->false). "
-        "Targets: --agent with optional filters, or --call/--chat ids.",
+@_command(rich_help_panel=_SERVER, epilog=_environment(
+    *_SERVE_ENV, more="and every limit in the README's Configuration (MAX_DEPTH, RATE_LIMIT_PER_S ...)"))
+def serve() -> None:
+    """Serve the API (pending migrations are applied at start) until SIGTERM or Ctrl-C."""
+    _on_database("serve", lambda settings, url, _: _serve(settings, url))
+
+
+@_command(rich_help_panel=_SERVER, epilog=_environment(*_SERVE_ENV))
+def run() -> None:
+    """What `make run` does: migrate, seed the demo workspace when it is empty, print a demo key with the studio and
+    GraphiQL links, then serve."""
+    _on_database("run", _run)
+
+
+def _run(settings: Settings, url: str, _: _StopSignals) -> None:
+    asyncio.run(_seed(settings, url, only_if_empty=True))
+    demo_key = asyncio.run(_demo_key(settings, url))
+    base = f"http://{settings.host}:{settings.port}"
+    print(
+        "\n"
+        f"  Studio:        {base}/studio#key={demo_key}\n"
+        f"  GraphiQL:      {base}/graphql\n"
+        f"  Demo API key:  {demo_key}\n"
+        f'  Header:        {{"Authorization": "Bearer {demo_key}"}}\n'
+        f"  Health:        {base}/healthz\n",
+        flush=True,
     )
-    rerun.add_argument("--agent", metavar="ID", help="rerun this agent's conversations (narrowed by the filters)")
-    rerun.add_argument("--version", type=int, action="append", metavar="N",
-                       help="only conversations handled by agent version N (repeatable)")
-    rerun.add_argument("--started-after", metavar="ISO_TIME", help="started at or after, e.g. 2026-11-16T00:00:00Z")
-    rerun.add_argument("--started-before", metavar="ISO_TIME", help="started before (exclusive)")
-    rerun.add_argument("--status", action="append", metavar="STATUS",
-                       help="conversation status, e.g. ENDED or ERROR (repeatable)")
-    outcome = rerun.add_mutually_exclusive_group()
-    outcome.add_argument("--successful", dest="successful", action="store_const", const=True, default=None,
-                         help="only conversations whose current analysis is successful")
-    outcome.add_argument("--unsuccessful", dest="successful", action="store_const", const=False,
-                         help="only conversations whose current analysis is unsuccessful")
-    rerun.add_argument("--sentiment", action="append", metavar="SENTIMENT",
-                       help="current user sentiment: POSITIVE, NEUTRAL, NEGATIVE or UNKNOWN (repeatable)")
-    rerun.add_argument("--call", action="append", metavar="ID", help="rerun this call (repeatable; not with --agent)")
-    rerun.add_argument("--chat", action="append", metavar="ID", help="rerun this chat (repeatable; not with --agent)")
-    rerun.add_argument("--max-cost", metavar="USD",
-                       help="refuse (LIMIT_EXCEEDED, exit 4, nothing started) when the estimate is above it")
-    rerun.add_argument("--yes", "-y", action="store_true", help="start without asking (needed without a terminal)")
-    jobs = sub.add_parser(
-        "jobs", parents=[server], epilog=_CLIENT_EPILOG,
-        help="list rerun jobs of a running server, newest first",
-        description="List rerun jobs, newest first: id, agent, status, counts, cost, created.",
-    )
-    jobs.add_argument("--agent", metavar="ID", help="only this agent's jobs")
-    jobs.add_argument("--first", type=int, default=20, metavar="N", help="how many jobs (default 20)")
-    cancel = sub.add_parser(
-        "cancel", parents=[server], epilog=_CLIENT_EPILOG,
-        help="cancel a rerun job on a running server and print its status",
-        description="Cancel what has not started of a rerun job; finished items keep their results. A job that "
-        "already ended is refused with CONFLICT (exit 4).",
-    )
-    cancel.add_argument("job_id", metavar="JOB_ID", help="the job's id, as `jobs` lists it")
-    diff = sub.add_parser(
-        "diff", parents=[server], epilog=_CLIENT_EPILOG,
-        help="compare a conversation's current analysis with an earlier one, field by field",
-        description="Compare a call's or chat's current analysis with an earlier result (default: the newest "
-        "earlier one of its analysisHistory): summary, successful, userSentiment, inVoicemail and each customData "
-        "key; changed fields are marked with * and highlighted. Nothing changed is still exit 0.",
-    )
-    diff.add_argument("conversation_id", metavar="CONVERSATION_ID", help="a call or chat id")
-    diff.add_argument("--against", metavar="RESULT_ID", help="the earlier analysis result to compare with")
+    _serve(settings, url)
 
 
-def _command(args: argparse.Namespace, settings: Settings, url: str, stop_signals: _StopSignals) -> int:
-    if args.command == "migrate":
-        asyncio.run(_migrate(settings, url))
-    elif args.command == "seed":
-        asyncio.run(_seed(settings, url, only_if_empty=False))
-    elif args.command == "import":
-        if not args.file.is_file():
-            print(f"{args.file}: no such file", file=sys.stderr)
-            return 2
-        return asyncio.run(_import(settings, url, args.file, args.workspace))
-    elif args.command == "create-api-key":
-        created = asyncio.run(_create_api_key(settings, url, args.workspace))
-        print(f"API key for workspace {args.workspace} (shown once, store it now):")
-        print(created)
-    elif args.command == "revoke-api-key":
-        return asyncio.run(_revoke_api_key(settings, url, args.key))
-    elif args.command == "list-api-keys":
-        return asyncio.run(_list_api_keys(settings, url, args.workspace))
-    elif args.command == "worker":
+@_command(rich_help_panel=_SERVER, epilog=_environment(*_WORKER_ENV))
+def worker() -> None:
+    """Run rerun workers without the HTTP server, until SIGTERM or Ctrl-C (pair with RUN_WORKERS=0 on `serve`)."""
+    def body(settings: Settings, url: str, stop_signals: _StopSignals) -> None:
         try:
             asyncio.run(_worker(settings, url))
         finally:
             # The worker's event loop handles the signals itself and resets them to the defaults as it closes.
             stop_signals.install()
-    elif args.command == "serve":
-        _serve(settings, url)
-    elif args.command == "run":
-        asyncio.run(_seed(settings, url, only_if_empty=True))
-        demo_key = asyncio.run(_demo_key(settings, url))
-        base = f"http://{settings.host}:{settings.port}"
-        print(
-            "\n"
-            f"  Studio:        {base}/studio#key={demo_key}\n"
-            f"  GraphiQL:      {base}/graphql\n"
-            f"  Demo API key:  {demo_key}\n"
-            f'  Header:        {{"Authorization": "Bearer {demo_key}"}}\n'
-            f"  Health:        {base}/healthz\n",
-            flush=True,
-        )
-        _serve(settings, url)
-    return 0
+
+    _on_database("worker", body)
+
+
+@_command("migrate", rich_help_panel=_DATA, epilog=_environment(*_DATABASE_ENV))
+def migrate_command() -> None:
+    """Apply pending migrations."""
+    _on_database("migrate", lambda settings, url, _: asyncio.run(_migrate(settings, url)))
+
+
+@_command(rich_help_panel=_DATA, epilog=_environment(*_DATABASE_ENV, *_ANALYSIS_ENV))
+def seed() -> None:
+    """Add the demo agents, calls and chats missing from the workspace `demo`; what is there is never changed."""
+    _on_database("seed", lambda settings, url, _: asyncio.run(_seed(settings, url, only_if_empty=False)))
+
+
+@_command("import", rich_help_panel=_DATA, epilog=escape(
+    "exit status: 0 when every record was imported or already there, 1 when any record was skipped, 2 when the "
+    "file can't be read. On a terminal a progress bar shows on stderr; the summary line is the last of stdout."
+) + "\n\n" + _environment(*_DATABASE_ENV, *_ANALYSIS_ENV))
+def import_(
+    file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False,
+                                         help="one JSON object, a JSON array, or JSON lines")],
+    workspace: Annotated[str, typer.Option(metavar="NAME", help="target workspace (created when missing)")]
+    = DEMO_WORKSPACE,
+) -> None:
+    """Import agents, calls and chats in Retell's JSON shape (one object, an array or JSON lines).
+
+    Records are matched by id: only what differs changes, a draft edited here is kept unless the file brings a new
+    config for it (the change is then recorded in the draft's configChanges), and a bad record is skipped with its
+    line and reason while the others are imported. The summary counts what changed, then unchanged and skipped
+    records.
+    """
+    def body(settings: Settings, url: str, _: _StopSignals) -> int:
+        if not file.is_file():
+            print(f"{file}: no such file", file=sys.stderr)
+            return 2
+        return asyncio.run(_import(settings, url, file, workspace))
+
+    _on_database("import", body)
+
+
+@_command(rich_help_panel=_DATA, epilog=_environment(*_DATABASE_ENV))
+def create_api_key(
+    workspace: Annotated[str, typer.Option(metavar="NAME", help="the key's workspace (created when missing)")],
+) -> None:
+    """Create an API key; the key is printed alone on the last line, once."""
+    def body(settings: Settings, url: str, _: _StopSignals) -> None:
+        created = asyncio.run(_create_api_key(settings, url, workspace))
+        print(f"API key for workspace {workspace} (shown once, store it now):")
+        print(created)
+
+    _on_database("create-api-key", body)
+
+
+@_command(rich_help_panel=_DATA, epilog=escape(
+    "exit status: 0 when a key was revoked, 1 when none was (no match, already revoked, or a prefix that several "
+    "keys share)") + "\n\n" + _environment(*_DATABASE_ENV))
+def revoke_api_key(
+    prefix_or_key: Annotated[str, typer.Argument(metavar="PREFIX_OR_KEY", show_default=False,
+                                                 help="the key's prefix as list-api-keys shows it, or the whole key")],
+) -> None:
+    """Revoke an API key: every server refuses it and closes its WebSockets within seconds."""
+    _on_database("revoke-api-key", lambda settings, url, _: asyncio.run(_revoke_api_key(settings, url, prefix_or_key)))
+
+
+@_command(rich_help_panel=_DATA, epilog=_environment(*_DATABASE_ENV))
+def list_api_keys(
+    workspace: Annotated[str | None, typer.Option(metavar="NAME", help="only this workspace's keys")] = None,
+) -> None:
+    """List API keys: prefix, workspace, created, revoked (never the key)."""
+    _on_database("list-api-keys", lambda settings, url, _: asyncio.run(_list_api_keys(settings, url, workspace)))
+
+
+# ---- clients of a running server (graphql_api/client.py) -------------------------------------------------------
+# No settings, database or signal handlers of the server's own: the server and the key come from flags or environment.
+
+ServerUrl = Annotated[str, typer.Option("--url", metavar="URL", envvar=client.URL_ENV, help="the running server")]
+ApiKey = Annotated[str | None, typer.Option("--key", metavar="KEY", envvar=client.KEY_ENV, show_default=False,
+                                            help="API key of the workspace")]
+_CLIENT_EPILOG = escape(
+    "exit status: 0 ok; 1 the job ended FAILED or PARTIALLY_FAILED (or an unexpected server error); 2 usage or "
+    "bad input (BAD_USER_INPUT, NOT_FOUND); 3 unauthenticated or forbidden; 4 CONFLICT or LIMIT_EXCEEDED; "
+    "5 server unreachable.\n\n"
+    f"Environment:\n{client.URL_ENV}: the server (default {client.DEFAULT_URL})\n{client.KEY_ENV}: the API key"
+)
+
+
+def _client(url: str, key: str | None, command: Callable[[client.Client], int]) -> None:
+    _exit_with(client.run(url, key, command))
+
+
+@_command(rich_help_panel=_CLIENT, epilog=_CLIENT_EPILOG)
+def rerun(
+    agent: Annotated[str | None, typer.Option(metavar="ID", help="rerun this agent's conversations (narrowed by the "
+                                              "filters)")] = None,
+    version: Annotated[list[int] | None, typer.Option(metavar="N", help="only conversations handled by agent version N "
+                                                      "(repeatable)")] = None,
+    started_after: Annotated[str | None, typer.Option(metavar="ISO_TIME", help="started at or after, e.g. "
+                                                      "2026-11-16T00:00:00Z")] = None,
+    started_before: Annotated[str | None, typer.Option(metavar="ISO_TIME", help="started before (exclusive)")] = None,
+    status: Annotated[list[str] | None, typer.Option(metavar="STATUS", help="conversation status, e.g. ENDED or ERROR "
+                                                     "(repeatable)")] = None,
+    successful: Annotated[bool, typer.Option("--successful", help="only conversations whose current analysis is "
+                                             "successful")] = False,
+    unsuccessful: Annotated[bool, typer.Option("--unsuccessful", help="only conversations whose current analysis is "
+                                               "unsuccessful")] = False,
+    sentiment: Annotated[list[str] | None, typer.Option(metavar="SENTIMENT", help="current user sentiment: POSITIVE, "
+                                                        "NEUTRAL, NEGATIVE or UNKNOWN (repeatable)")] = None,
+    call: Annotated[list[str] | None, typer.Option(metavar="ID", help="rerun this call (repeatable; not with "
+                                                   "--agent)")] = None,
+    chat: Annotated[list[str] | None, typer.Option(metavar="ID", help="rerun this chat (repeatable; not with "
+                                                   "--agent)")] = None,
+    max_cost: Annotated[str | None, typer.Option(metavar="USD", help="refuse (LIMIT_EXCEEDED, exit 4, nothing "
+                                                 "started) when the estimate is above it")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="start without asking (needed without a terminal)")] = False,
+    url: ServerUrl = client.DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Rerun analysis on a running server: estimate, confirm, then a live progress bar and a summary.
+
+    Reruns the analysis of finished calls or chats with the agent's latest draft config. First a dry run prints the
+    estimate (conversations, tokens, cost, model, draft version); then it asks to confirm (unless --yes; without a
+    terminal and without --yes it refuses, exit 2), starts the job with an idempotency key (a retried start never
+    charges twice), follows it live and ends with a summary: succeeded, failed, canceled, cost, and the outcomes
+    that flipped (successful true<->false). Targets: --agent with optional filters, or --call/--chat ids.
+    """
+    if successful and unsuccessful:
+        raise typer.BadParameter("give --successful or --unsuccessful, not both", param_hint="'--unsuccessful'")
+    targets = client.RerunTargets(
+        agent=agent, versions=version or [], started_after=started_after, started_before=started_before,
+        status=status or [], successful=True if successful else False if unsuccessful else None,
+        sentiment=sentiment or [], calls=call or [], chats=chat or [])
+    _client(url, key, lambda server: client.rerun(server, targets, max_cost=max_cost, yes=yes))
+
+
+@_command(rich_help_panel=_CLIENT, epilog=_CLIENT_EPILOG)
+def jobs(
+    agent: Annotated[str | None, typer.Option(metavar="ID", help="only this agent's jobs")] = None,
+    first: Annotated[int, typer.Option(metavar="N", help="how many jobs")] = 20,
+    url: ServerUrl = client.DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """List rerun jobs of a running server, newest first: id, agent, status, counts, cost, created."""
+    _client(url, key, lambda server: client.jobs(server, agent=agent, first=first))
+
+
+@_command(rich_help_panel=_CLIENT, epilog=_CLIENT_EPILOG)
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", show_default=False,
+                                          help="the job's id, as `jobs` lists it")],
+    url: ServerUrl = client.DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Cancel a rerun job on a running server and print its status.
+
+    What has not started is canceled; finished items keep their results. A job that already ended is refused with
+    CONFLICT (exit 4).
+    """
+    _client(url, key, lambda server: client.cancel(server, job_id))
+
+
+@_command(rich_help_panel=_CLIENT, epilog=_CLIENT_EPILOG)
+def diff(
+    conversation_id: Annotated[str, typer.Argument(metavar="CONVERSATION_ID", show_default=False,
+                                                   help="a call or chat id")],
+    against: Annotated[str | None, typer.Option(metavar="RESULT_ID", help="the earlier analysis result to compare "
+                                                "with (default: the newest earlier one)")] = None,
+    url: ServerUrl = client.DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Compare a conversation's current analysis with an earlier one, field by field.
+
+    Compares a call's or chat's current analysis with an earlier result (default: the newest earlier one of its
+    analysisHistory): summary, successful, userSentiment, inVoicemail and each customData key; changed fields are
+    marked with * and highlighted. Nothing changed is still exit 0.
+    """
+    _client(url, key, lambda server: client.diff(server, conversation_id, against=against))
 
 
 class _Stopped(BaseException):

@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -395,25 +396,13 @@ def diff(client: Client, conversation_id: str, *, against: str | None) -> int:
     return OK
 
 
-def run(command: str, args: Any) -> int:
-    """Run one client command from the parsed arguments; errors print on stderr and give the exit status."""
-    client = Client(url=args.url, key=args.key)
+def run(url: str, key: str | None, command: Callable[[Client], int]) -> int:
+    """Run one client command against the server at `url`; errors print on stderr and give the exit status."""
+    client = Client(url=url, key=key)
     try:
         if not client.key:
             raise ClientError(f"no API key: pass --key or set {KEY_ENV}", "UNAUTHENTICATED", AUTH)
-        if command == "rerun":
-            targets = RerunTargets(
-                agent=args.agent, versions=args.version or [], started_after=args.started_after,
-                started_before=args.started_before, status=args.status or [], successful=args.successful,
-                sentiment=args.sentiment or [], calls=args.call or [], chats=args.chat or [])
-            return rerun(client, targets, max_cost=args.max_cost, yes=args.yes)
-        if command == "jobs":
-            return jobs(client, agent=args.agent, first=args.first)
-        if command == "cancel":
-            return cancel(client, args.job_id)
-        if command == "diff":
-            return diff(client, args.conversation_id, against=args.against)
-        raise ClientError(f"unknown command {command}", None, USAGE)
+        return command(client)
     except ClientError as error:
         return report_error(error)
     except KeyboardInterrupt:

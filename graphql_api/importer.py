@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,9 @@ from graphql_api.db import Database
 from graphql_api.errors import ApiError
 
 log = structlog.stdlib.get_logger(__name__)
+
+# Told how far an import is: (stage, done, total), stage "records" (written or skipped) then "analyses" (initial runs).
+Progress = Callable[[str, int, int], None]
 
 CALL_STATUSES = {"registered", "not_connected", "ongoing", "ended", "error"}
 CHAT_STATUSES = {"ongoing", "ended", "error"}
@@ -411,16 +415,19 @@ class Importer:
     configChanges (before and after) and reported as a notice, unless that config is one the draft
     already had here (the file is older than an edit made here): then the draft is kept.
     With `fill_only` (what `seed` uses) no stored row changes: only what is missing is added.
+    `progress`, when given, is told after each record and each initial analysis (the CLI's progress bar).
     """
 
     def __init__(
-        self, *, db: Database, workspace_id: int, analyzer: Analyzer, concurrency: int = 8, fill_only: bool = False
+        self, *, db: Database, workspace_id: int, analyzer: Analyzer, concurrency: int = 8, fill_only: bool = False,
+        progress: Progress | None = None,
     ):
         self.db = db
         self.workspace_id = workspace_id
         self.analyzer = analyzer
         self.concurrency = concurrency
         self.fill_only = fill_only
+        self.progress = progress or (lambda stage, done, total: None)
         self.report = ImportReport()
         self._agents: dict[str, tuple[str, dict[int, Any]]] = {}
 
@@ -436,8 +443,12 @@ class Importer:
                     conversations.append((line, parse_conversation(record)))
             except RecordError as exc:
                 self.report.errors.append((line, str(exc)))
+        done = len(self.report.errors)  # the records already skipped
+        self.progress("records", done, len(records))
         for agent_id, versions in agents.items():
             await self._import_agent(agent_id, sorted(versions, key=lambda lv: lv[1]["version"]))
+            done += len(versions)
+            self.progress("records", done, len(records))
         stored = await self._stored_conversations([conv["conversation_id"] for _, conv in conversations])
         to_analyze = []
         for line, conv in conversations:
@@ -446,6 +457,8 @@ class Importer:
                     to_analyze.append(conv)
             except RecordError as exc:
                 self.report.errors.append((line, str(exc)))
+            done += 1
+            self.progress("records", done, len(records))
         await self._analyze_all(to_analyze)
         self.report.errors.sort()
         self.report.notices.sort()
@@ -737,13 +750,26 @@ class Importer:
                 if done % 100 == 0:
                     log.info("initial_analysis_progress", done=done, of=total, failed=failed, seconds=round(time.monotonic() - started, 1))
 
-        await asyncio.gather(*(one(c) for c in conversations))
+        finished = 0
+
+        async def counted(conv: dict[str, Any]) -> None:
+            nonlocal finished
+            await one(conv)
+            finished += 1
+            self.progress("analyses", finished, total)
+
+        self.progress("analyses", 0, total)
+        await asyncio.gather(*(counted(c) for c in conversations))
         log.info("initial_analysis_finished", done=done, failed=failed, seconds=round(time.monotonic() - started, 1))
 
 
-async def import_text(*, db: Database, workspace_id: int, text: str, analyzer: Analyzer, concurrency: int = 8) -> ImportReport:
+async def import_text(
+    *, db: Database, workspace_id: int, text: str, analyzer: Analyzer, concurrency: int = 8, progress: Progress | None = None
+) -> ImportReport:
     records, read_errors = read_records(text)
-    report = await Importer(db=db, workspace_id=workspace_id, analyzer=analyzer, concurrency=concurrency).run(records)
+    report = await Importer(
+        db=db, workspace_id=workspace_id, analyzer=analyzer, concurrency=concurrency, progress=progress
+    ).run(records)
     report.errors = sorted(read_errors + report.errors)
     return report
 
