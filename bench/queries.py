@@ -300,6 +300,16 @@ async def load_data(url: str, workspace_id: int, calls: int, seed: int) -> dict[
     conn = await asyncpg.connect(dsn=url, timeout=30)
     try:
         await conn.execute("SET synchronous_commit = off")
+        columns = list(_CONVERSATION_COLUMNS)
+        if await conn.fetchval(
+                """SELECT count(*) = 2 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'conversations' AND column_name IN ('current_successful', 'current_sentiment')"""):
+            # Migration 009's copy of the current result on the call, written with the call: the trigger that keeps
+            # it then finds nothing to change, instead of leaving a dead version of every call behind.
+            at = [_RESULT_COLUMNS.index(c) for c in ("conversation_id", "successful", "user_sentiment")]
+            current = {r[at[0]]: (r[at[1]], r[at[2]]) for r in results}
+            conversations = [(*row, *current.get(row[1], (None, None))) for row in conversations]
+            columns += ["current_successful", "current_sentiment"]
         step = time.perf_counter()
         async with conn.transaction():  # the draft-is-latest check is deferred to the commit
             await conn.copy_records_to_table("agents", records=agent_rows, columns=["workspace_id", "agent_id", "name", "channel", "created_at"])
@@ -307,7 +317,7 @@ async def load_data(url: str, workspace_id: int, calls: int, seed: int) -> dict[
                 "workspace_id", "agent_id", "version", "is_published", "title", "summary_prompt", "successful_prompt",
                 "user_sentiment_prompt", "data_fields", "model", "created_at", "config_updated_at", "published_at"])
         for chunk in range(0, len(conversations), 20_000):
-            await conn.copy_records_to_table("conversations", records=conversations[chunk: chunk + 20_000], columns=list(_CONVERSATION_COLUMNS), timeout=600)
+            await conn.copy_records_to_table("conversations", records=conversations[chunk: chunk + 20_000], columns=columns, timeout=600)
         timings["copy_calls_s"] = time.perf_counter() - step
         step = time.perf_counter()
         for chunk in range(0, len(results), 50_000):
