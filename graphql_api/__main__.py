@@ -21,11 +21,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+# The database, the schema and the app are imported by the commands that use them: --help and the clients of a
+# running server start without them.
 from graphql_api import client
 from graphql_api.config import Settings
-from graphql_api.db import MigrationError, migrate
 from graphql_api.logs import setup_logging
-from graphql_api.services import database_url, open_services
 
 if TYPE_CHECKING:
     from graphql_api.importer import Progress as ImportProgress
@@ -36,6 +36,8 @@ DEMO_WORKSPACE = "demo"
 
 
 async def _migrate(settings: Settings, url: str) -> None:
+    from graphql_api.db import migrate
+
     applied = await migrate(url)
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
@@ -44,6 +46,7 @@ async def _seed(settings: Settings, url: str, *, only_if_empty: bool) -> None:
     """Add the demo data that is missing from the workspace demo; nothing stored is changed (a user's edits stay)."""
     from graphql_api.demo_data import generate_demo_records
     from graphql_api.importer import Importer
+    from graphql_api.services import open_services
     from graphql_api.workspaces import ensure_workspace
 
     async with open_services(settings, url) as services:
@@ -65,6 +68,7 @@ async def _seed(settings: Settings, url: str, *, only_if_empty: bool) -> None:
 
 
 async def _create_api_key(settings: Settings, url: str, workspace: str) -> str:
+    from graphql_api.services import open_services
     from graphql_api.workspaces import create_api_key
 
     async with open_services(settings, url) as services:
@@ -74,6 +78,7 @@ async def _create_api_key(settings: Settings, url: str, workspace: str) -> str:
 
 async def _revoke_api_key(settings: Settings, url: str, prefix_or_key: str) -> int:
     """Exit status 0 when a key was revoked, 1 when none was (no match, already revoked, or a prefix of several)."""
+    from graphql_api.services import open_services
     from graphql_api.workspaces import revoke_api_key
 
     async with open_services(settings, url) as services:
@@ -96,6 +101,7 @@ async def _revoke_api_key(settings: Settings, url: str, prefix_or_key: str) -> i
 
 
 async def _list_api_keys(settings: Settings, url: str, workspace: str | None) -> int:
+    from graphql_api.services import open_services
     from graphql_api.workspaces import list_api_keys
 
     async with open_services(settings, url) as services:
@@ -116,6 +122,7 @@ def _instant(value: datetime) -> str:
 
 async def _demo_key(settings: Settings, url: str) -> str:
     """The demo key kept under the data directory, made anew when missing or no longer valid."""
+    from graphql_api.services import open_services
     from graphql_api.workspaces import Authenticator, create_api_key
 
     path = settings.data_dir / "demo-api-key"
@@ -135,6 +142,7 @@ async def _demo_key(settings: Settings, url: str) -> str:
 async def _import(settings: Settings, url: str, file: Path, workspace_name: str) -> int:
     """Exit status: 0 when every record was imported (or already there), 1 when any was skipped, 2 when the file can't be read."""
     from graphql_api.importer import import_text
+    from graphql_api.services import open_services
     from graphql_api.workspaces import ensure_workspace
 
     try:
@@ -201,6 +209,8 @@ async def _worker(settings: Settings, url: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
+    from graphql_api.services import open_services
+
     async with open_services(settings, url, background=True):
         await stopped.wait()
         log.info("rerun_worker_process_stopping", reason="signal")
@@ -210,6 +220,7 @@ def _serve(settings: Settings, url: str) -> None:
     import uvicorn
 
     from graphql_api.app import create_app
+    from graphql_api.db import migrate
 
     # A database this code must not run on is refused here, in one line, rather than in uvicorn's lifespan.
     asyncio.run(migrate(url))
@@ -314,6 +325,9 @@ def _environment(*variables: str, more: str = "") -> str:
 def _on_database(command: str, body: Callable[[Settings, str, _StopSignals], int | None]) -> None:
     """Run a command that works on the database: the settings from the environment, the log, the stop signals and the
     database (an embedded one without DATABASE_URL); exit with the body's status."""
+    from graphql_api.db import MigrationError
+    from graphql_api.services import database_url
+
     settings = Settings.from_env()
     setup_logging(settings)
     stop_signals = _StopSignals()
