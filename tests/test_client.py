@@ -3,12 +3,15 @@ process on the seeded demo data, with the URL and key in the environment."""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import httpx
 
 from graphql_api.testing.processes import ServerProcess, cli, free_port
+from tests.terminal import run_in_terminal
 
 AGENT = "agent_f252e6b438"  # the demo's dental agent, as in the README
 WEEK = ("--version", "2", "--started-after", "2026-11-16T00:00:00Z", "--started-before", "2026-11-23T00:00:00Z")
@@ -36,6 +39,13 @@ def test_rerun_jobs_cancel_and_diff_against_a_running_server(db_url, tmp_path) -
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "estimate" in refused.stdout and "--yes" in refused.stderr
         assert "Traceback" not in refused.stderr
+
+        # On a terminal it asks, and "no" starts nothing (the README's test answers yes on a terminal).
+        declined = run_in_terminal([sys.executable, "-m", "graphql_api", "rerun", "--agent", AGENT, *WEEK],
+                                   env={**os.environ, **env}, answers=[("[y/n]", "n\r")])
+        assert declined.status == 0, declined.text
+        assert "Start the rerun?" in declined.text and declined.text.rstrip().endswith("nothing started")
+        assert _jobs(server.base_url, key) == []
 
         done = run("rerun", "--agent", AGENT, *WEEK, "--yes")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -71,6 +81,12 @@ def test_rerun_jobs_cancel_and_diff_against_a_running_server(db_url, tmp_path) -
         assert "UNAUTHENTICATED" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
+def _jobs(base_url: str, key: str) -> list[dict]:
+    body = httpx.post(base_url + "/graphql", json={"query": "{ rerunJobs(first: 10) { nodes { id status } } }"},
+                      headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+    return body["data"]["rerunJobs"]["nodes"]
+
+
 def _items(base_url: str, key: str, job_id: str) -> list[dict]:
     query = """query($id: ID!) { rerunJob(id: $id) { items(first: 100) { nodes {
       conversationId result { successful } previousResult { successful } } } } }"""
@@ -97,12 +113,3 @@ def test_an_unreachable_server_exits_5(tmp_path) -> None:
         result = cli(*args, db_url="postgresql://unused@127.0.0.1:1/none", data_dir=tmp_path, env=env, timeout=30)
         assert result.returncode == 5, (args, result.stdout, result.stderr)
         assert "unreachable" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_every_client_command_documents_its_options_exit_codes_and_environment(tmp_path) -> None:
-    for command in ("rerun", "jobs", "cancel", "diff"):
-        shown = cli(command, "--help", db_url="postgresql://unused@127.0.0.1:1/none", data_dir=tmp_path)
-        assert shown.returncode == 0, shown.stderr
-        text = " ".join(shown.stdout.split())
-        for needed in ("ANALYSIS_API_URL", "ANALYSIS_API_KEY", "--url", "--key", "exit status", "5 server unreachable"):
-            assert needed in text, (command, needed)
