@@ -24,8 +24,8 @@ def test_the_readme_has_its_three_examples() -> None:
     assert operations == ["query", "mutation", "mutation", "subscription"]
 
 
-@pytest.fixture
-async def demo(api):
+async def seed_demo(api) -> str:
+    """Load the demo data `make run` loads; a key of its workspace `demo`."""
     key = await api.key_for("demo")
     workspace_id = await api.workspace_id("demo")
     report = await Importer(db=api.db, workspace_id=workspace_id, analyzer=OfflineAnalyzer()).run(
@@ -33,6 +33,11 @@ async def demo(api):
     )
     assert report.skipped == 0
     return key
+
+
+@pytest.fixture
+async def demo(api):
+    return await seed_demo(api)
 
 
 async def test_every_readme_example_runs_on_the_demo_data(api, demo) -> None:
