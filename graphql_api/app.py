@@ -72,6 +72,15 @@ class Metrics(Collector):
         if services.progress is not None:
             yield CounterMetricFamily("progress_notifications", "Notifications heard by the progress listener.",
                                       value=services.progress.notifications)
+        engine = services.read_engine
+        if engine is not None:
+            fields = CounterMetricFamily("graphql_read_engine_root_fields",
+                                         "Root fields of queries, by how they ran: compiled into one SQL statement, "
+                                         "or by the resolvers (not compiled, or sent back there by an error).",
+                                         labels=["path"])
+            fields.add_metric(["compiled"], engine.compiled)
+            fields.add_metric(["resolvers"], engine.resolved)
+            yield fields
         yield from socket_metrics(services)
 
 
@@ -89,7 +98,8 @@ class GraphQLView(GraphQL):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         # WebSocket connections only: HTTP requests get their context in graphql_api.http.
         services: Services = request.app.state.services
-        return Context(services=services, request=request, response=response)
+        return Context(services=services, request=request, response=response, read_engine=services.read_engine,
+                       json_fragments=True)
 
     async def on_ws_connect(self, context: Context) -> Any:
         # A socket without a valid key, or over a cap, is closed and never acknowledged (graphql_api.websocket).

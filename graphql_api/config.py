@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # off | auto (hash or document) | only (allow-listed hashes only)
     persisted_queries: Annotated[Literal["off", "auto", "only"], BeforeValidator(_lower)] = "auto"
     persisted_queries_file: Path | None = None
+    # Queries compiled into one SQL statement (graphql_api/schema/compiler.py); off: every field by its resolver.
+    read_engine: bool = True
+    # Tests: run every compiled query through the resolvers too and answer INTERNAL when the two differ.
+    read_engine_verify: bool = False
 
     @property
     def production(self) -> bool:

@@ -104,6 +104,16 @@ def load_queries(directory: Traversable = QUERIES_DIR) -> dict[str, NamedQuery]:
     return parse_queries({path.name: path.read_text(encoding="utf-8") for path in _sql_files(directory)})
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection goes back to the pool with: its session as it is.
+
+    asyncpg's default reset (unlock advisory locks, close cursors, UNLISTEN, RESET ALL) is one more round
+    trip after every statement. Pooled connections never LISTEN, SET, open cursors or take session-level
+    advisory locks (transaction-level ones end with the transaction), and asyncpg still rolls back a
+    transaction left open before calling this.
+    """
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -123,7 +133,8 @@ class Database:
         server_settings = {"statement_timeout": str(statement_timeout_ms)} if statement_timeout_ms else None
         # asyncpg reads the DSN itself so that unix-socket URLs (?host=/dir) work.
         self._database = databases.Database(
-            url, dsn=url, min_size=min_size, max_size=max_size, init=_init_connection, server_settings=server_settings
+            url, dsn=url, min_size=min_size, max_size=max_size, init=_init_connection, server_settings=server_settings,
+            reset=_keep_session,
         )
         self.queries = load_queries()
         self.statements_executed = 0
@@ -176,6 +187,12 @@ class Database:
         sql, args = self._prepare(query_name, params)
         async with self._raw() as conn:
             return await conn.fetchval(sql, *args)
+
+    async def fetch_compiled(self, sql: str, args: Sequence[Any]) -> asyncpg.Record:
+        """The one row of a statement the read engine compiled (graphql_api/schema/compiler.py)."""
+        self.statements_executed += 1
+        async with self._raw() as conn:
+            return await conn.fetchrow(sql, *args)
 
     async def execute(self, query_name: str, /, **params: Any) -> str:
         sql, args = self._prepare(query_name, params)

@@ -19,11 +19,12 @@ Status codes, as the specification says for each response media type:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from graphql import GraphQLError
+from graphql import ExecutionResult, GraphQLError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
@@ -225,6 +226,8 @@ async def handle(view: GraphQLView, request: Request) -> Response:
                 allowed_operation_types=allowed,
                 operation_extensions=extensions,
             )
+            if context.compiled_roots and settings.read_engine_verify:
+                result = await _verified(context, result, query, variables, operation_name)
     except TimeoutError:
         log.warning("request_deadline_exceeded", seconds=settings.request_timeout_s, key=context.key_prefix)
         return _answer(_error_payload(
@@ -268,6 +271,44 @@ async def handle(view: GraphQLView, request: Request) -> Response:
     return _answer(payload, _status(media_type, started, errors), media_type)
 
 
+_VERIFY_ATTEMPTS = 5
+
+
+def _comparable(result: Any) -> tuple[Any, list[dict[str, Any]]]:
+    # Errors in any order: the resolvers' come in the order their fields finished.
+    errors = sorted((with_code(error).formatted for error in result.errors or ()), key=lambda e: orjson.dumps(e))
+    return orjson.loads(orjson.dumps(result.data)), errors
+
+
+async def _verified(context: Context, result: Any, query: str, variables: Any, operation_name: str | None) -> Any:
+    """READ_ENGINE_VERIFY (tests): the compiled answer, checked against the resolvers' for the same request.
+
+    The resolvers read in several statements, so data that changes meanwhile (a rerun in progress) makes them
+    differ from the compiled statement's one snapshot. A difference counts only when the resolvers' answer
+    sits between two equal compiled answers (the data held still); while the data moves, it is checked
+    again, and left unchecked after a few tries. A real difference is logged and answered as INTERNAL."""
+
+    async def run(read_engine: Any) -> Any:
+        fresh = dataclasses.replace(context, read_engine=read_engine, compiled_roots=0, _loaders=None)
+        return _comparable(await schema.execute(query, variable_values=variables, context_value=fresh,
+                                                operation_name=operation_name))
+
+    before = _comparable(result)
+    for attempt in range(_VERIFY_ATTEMPTS):
+        expected = await run(None)
+        if expected == before:
+            return result
+        after = await run(context.read_engine)
+        if after == before:
+            log.error("read_engine_mismatch", query=query[:4000], variables=variables, operation=operation_name,
+                      compiled=orjson.dumps(before).decode()[:4000], resolvers=orjson.dumps(expected).decode()[:4000])
+            return ExecutionResult(None, [GraphQLError("read engine mismatch", extensions={"code": "INTERNAL"})])
+        before = after
+        await asyncio.sleep(0.02 * (attempt + 1))
+    log.info("read_engine_verify_inconclusive", query=query[:200], reason="the data kept changing")
+    return result
+
+
 async def _authenticated(services: Services, request: Request) -> Context:
     """The request's context with its workspace; no valid key, no further work (the body is not even read)."""
     authorization = request.headers.get("authorization")
@@ -282,7 +323,8 @@ async def _authenticated(services: Services, request: Request) -> Context:
     if workspace is None:
         raise RequestError(401, "The API key is not valid (unknown or revoked).", code="UNAUTHENTICATED",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    return Context(services=services, request=request, workspace=workspace, key_prefix=key[:PREFIX_LENGTH])
+    return Context(services=services, request=request, workspace=workspace, key_prefix=key[:PREFIX_LENGTH],
+                   read_engine=services.read_engine, json_fragments=True)
 
 
 def _request_failed(message: str, media_type: str, **extensions: Any) -> Response:

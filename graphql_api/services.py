@@ -16,6 +16,7 @@ from graphql_api.logs import log_once
 from graphql_api.persisted import PersistedQueries, load_allow_list
 from graphql_api.ratelimit import RateLimiter
 from graphql_api.reruns.progress import ProgressHub
+from graphql_api.schema.compiler import ReadEngine
 from graphql_api.schema.documents import DocumentCache
 from graphql_api.reruns.worker import RerunWorker
 from graphql_api.workspaces import Authenticator
@@ -34,10 +35,12 @@ class Services:
     documents: DocumentCache = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
     persisted: PersistedQueries = field(init=False)
+    read_engine: ReadEngine | None = field(init=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
         self.documents = DocumentCache(settings)
+        self.read_engine = ReadEngine() if settings.read_engine else None
         self.rate_limiter = RateLimiter(rate=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
         allow_list = load_allow_list(settings.persisted_queries_file) if settings.persisted_queries_file else None
         if settings.persisted_queries == "only" and not allow_list:

@@ -64,6 +64,8 @@ async def db_url(server_url: str, template_db: str) -> AsyncIterator[str]:
 def test_settings(db_url: str, **overrides: Any) -> Settings:
     # Tests poll fast with one key: no rate limit unless a test asks for one.
     overrides.setdefault("rate_limit_per_s", 0.0)
+    # Every compiled query of the suite is checked against the resolvers (a difference answers INTERNAL).
+    overrides.setdefault("read_engine_verify", True)
     return Settings(database_url=db_url, data_dir=Path(tempfile.mkdtemp(prefix="gqlapi-data-")), **overrides)
 
 

@@ -12,6 +12,7 @@ from graphql_api.schema.loaders import Loaders
 from graphql_api.workspaces import Workspace
 
 if TYPE_CHECKING:
+    from graphql_api.schema.compiler import ReadEngine
     from graphql_api.services import Services
 
 
@@ -24,6 +25,12 @@ class Context:
     auth_error: str | None = None
     key_prefix: str | None = None
     connection_params: dict[str, Any] | None = None
+    # Without a read engine every field runs through its resolver.
+    read_engine: ReadEngine | None = None
+    # Set where the response is encoded with orjson (HTTP, WebSocket): JSON made elsewhere (by PostgreSQL for
+    # compiled fields, once per event for subscribers sharing it) reaches the response as orjson.Fragment.
+    json_fragments: bool = False
+    compiled_roots: int = 0  # root fields of this request the read engine answered
     _loaders: Loaders | None = field(default=None, repr=False)
 
     @property

@@ -1,5 +1,9 @@
-"""The GraphQL executor, with two shortcuts where the per-field machinery costs more than the work.
+"""The GraphQL executor, with three shortcuts where the per-field machinery costs more than the work.
 
+- Root fields of a query that the read engine compiles (schema/compiler.py) run as one SQL statement in
+  which PostgreSQL builds their JSON; the response gets that JSON as it is, with no per-field work here.
+  The other root fields, and any the statement can't answer exactly as the resolvers would (an error, a
+  missing row), run through the resolvers.
 - Plain leaf fields (a scalar or enum attribute, no resolver, no arguments) are read and serialized
   directly, without building a resolve info or calling Strawberry's resolver wrapper; a page of 50
   calls has hundreds of them.
@@ -12,11 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import orjson
+import structlog
 from graphql import GraphQLEnumType, GraphQLNonNull, GraphQLObjectType, GraphQLScalarType
 from graphql.pyutils import Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
+
+from graphql_api.schema.compiler import MISSING, Prepared
+
+log = structlog.stdlib.get_logger(__name__)
+_MISSING_TEXT = MISSING.decode()
 
 # (id of parent type, field name) -> (python attribute, leaf type, nullable), or None when not plain.
 _PLAIN_LEAVES: dict[tuple[int, str], tuple[str, Any, bool] | None] = {}
@@ -68,7 +79,67 @@ class _Cached:
 
 
 class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
+    _compiled: dict[str, Any] | None = None  # response key of a root field -> its JSON, or the error it raised
+
+    def execute_root_grouped_field_set(
+        self, root_type: GraphQLObjectType, root_value: Any, grouped_field_set: Any, serially: bool, position_context: Any
+    ) -> Any:
+        run = super().execute_root_grouped_field_set
+        context = self.context_value
+        engine = getattr(context, "read_engine", None)
+        workspace = getattr(context, "workspace", None)
+        if engine is None or workspace is None or serially or isinstance(root_value, SharedEvent):
+            return run(root_type, root_value, grouped_field_set, serially, position_context)
+        prepared = engine.prepare(self, root_type, grouped_field_set, workspace.id)
+        if prepared is None:
+            engine.resolved += len(grouped_field_set)
+            return run(root_type, root_value, grouped_field_set, serially, position_context)
+
+        async def compiled_then_rest() -> Any:
+            self._compiled = await self._run_compiled(prepared)
+            engine.compiled += len(self._compiled)
+            if hasattr(context, "compiled_roots"):
+                context.compiled_roots += len(self._compiled)
+            engine.resolved += len(grouped_field_set) - len(self._compiled)
+            result = run(root_type, root_value, grouped_field_set, serially, position_context)
+            return await result if self.is_awaitable(result) else result
+
+        return compiled_then_rest()
+
+    async def _run_compiled(self, prepared: Prepared) -> dict[str, Any]:
+        """Each compiled root field's JSON, or the statement's error; the root fields it can't answer exactly
+        as the resolvers would are left out, and run through the resolvers."""
+        statement = prepared.statement
+        try:
+            row = await self.context_value.db.fetch_compiled(statement.sql, prepared.args)
+        except asyncpg.QueryCanceledError as exc:  # statement_timeout: the error the resolvers' statements give
+            return {key: exc for key in statement.roots}
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # A statement the compiler got wrong, or a value PostgreSQL refused: the resolvers answer.
+            log.error("read_engine_statement_failed", error=type(exc).__name__, message=str(exc)[:300],
+                      roots=list(statement.roots))
+            return {}
+        count = len(statement.roots)
+        if not all(row[count + i] for i in range(statement.guards)):
+            return {}  # an agent named by an argument does not exist: NOT_FOUND, by the resolvers
+        fragments = getattr(self.context_value, "json_fragments", False)
+        answers: dict[str, Any] = {}
+        for index, key in enumerate(statement.roots):
+            text = row[index]
+            if text is None or _MISSING_TEXT in text:
+                continue  # not found (the resolvers raise NOT_FOUND), or a relation without its row
+            answers[key] = orjson.Fragment(text) if fragments else orjson.loads(text)
+        return answers
+
     def execute_field(self, parent_type: GraphQLObjectType, source: Any, field_details_list: Any, path: Any, position_context: Any) -> Any:
+        compiled = self._compiled
+        if compiled is not None and path.prev is None and path.key in compiled:
+            answer = compiled[path.key]
+            if isinstance(answer, Exception):
+                field = parent_type.fields[field_details_list[0].node.name.value]
+                self.handle_field_error(answer, field.type, field_details_list, path)
+                return None
+            return answer
         plain = _plain_leaf(parent_type, field_details_list[0].node.name.value)
         if plain is not None:
             python_name, leaf, nullable = plain
@@ -105,13 +176,19 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         cache = payload.shared_results()
         # The operation object is kept in the entry, so its id can't be reused while the entry lives.
         key = self._shared_key()
+        encode_once = getattr(self.context_value, "json_fragments", False)
         result = super().execute_operation(*args, **kwargs)
+
+        def shared(done: Any) -> Any:
+            if encode_once and done.data is not None:
+                # Encoded once here; each subscriber's message embeds the same bytes.
+                done.data = orjson.Fragment(orjson.dumps(done.data))
+            cache[key] = (self.operation, done)
+            return done
+
         if self.is_awaitable(result):
             async def store() -> Any:
-                done = await result
-                cache[key] = (self.operation, done)
-                return done
+                return shared(await result)
 
             return store()
-        cache[key] = (self.operation, result)
-        return result
+        return shared(result)
