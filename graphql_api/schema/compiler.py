@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import GraphQLField, GraphQLList, GraphQLNonNull, GraphQLObjectType, OperationType
@@ -74,6 +74,7 @@ class Tree:
     roots: list[Sel]
     sites: list[Sel]
     operation: Any = None  # kept alive with the tree: the cache key holds its id
+    sites_below: dict[str, list[int]] = field(default_factory=dict)  # root key -> the sites of it and its fields
     statements: _Lru | None = None  # per shape of the bound arguments
 
 
@@ -167,7 +168,8 @@ def build_tree(executor: Any, root_type: GraphQLObjectType, grouped: dict[str, l
             roots.append(sel(root_type, key, details))
         except Unsupported:
             del sites[site_count:]
-    return Tree(roots, sites, executor.operation, _Lru(_SHAPES_PER_TREE))
+    below = {root.key: [sel.site for sel in _walk(root) if sel.site >= 0] for root in roots}
+    return Tree(roots, sites, operation=executor.operation, statements=_Lru(_SHAPES_PER_TREE), sites_below=below)
 
 
 # ---- 2. binding ----------------------------------------------------------------------------------
@@ -801,7 +803,7 @@ class ReadEngine:
                 bounds.append(_bind(site, site.parent, executor))
             except Exception:  # the resolvers answer with the reference error, or run what isn't compiled
                 bounds.append(None)
-        roots = [root for root in tree.roots if all(bounds[s.site] is not None for s in _sites_below(root))]
+        roots = [root for root in tree.roots if all(bounds[site] is not None for site in tree.sites_below[root.key])]
         if not roots:
             return None
         shape = tuple(b.shape if b is not None else None for b in bounds)
@@ -835,5 +837,3 @@ def _walk(sel: Sel) -> Iterable[Sel]:
         yield from _walk(child)
 
 
-def _sites_below(root: Sel) -> list[Sel]:
-    return [s for s in _walk(root) if s.site >= 0]

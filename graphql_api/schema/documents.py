@@ -12,7 +12,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
@@ -81,6 +81,8 @@ class Entry:
     refusals: list[GraphQLError]  # the limits the shape breaks under this cache's settings
     validation: list[GraphQLError] | None = None
     bad_literals: list[tuple[StringValueNode, str]] | None = None
+    # The cost of each operation that takes no variables (it can't change): operation node id -> cost.
+    fixed_costs: dict[int, int] = field(default_factory=dict)
 
 
 class DocumentCache:
@@ -362,7 +364,13 @@ class Documents(SchemaExtension):
         ]
         if errors:
             return errors
-        spent = operation_cost(context.schema._schema, entry.document, operation, variables)
+        if operation.variable_definitions:
+            spent = operation_cost(context.schema._schema, entry.document, operation, variables)
+        else:
+            spent = entry.fixed_costs.get(id(operation))
+            if spent is None:
+                spent = entry.fixed_costs[id(operation)] = operation_cost(
+                    context.schema._schema, entry.document, operation, variables)
         if spent > settings.max_cost:
             return [limit_error(
                 f"The operation could return up to {spent} objects; at most {settings.max_cost} are allowed "

@@ -90,7 +90,11 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         workspace = getattr(context, "workspace", None)
         if engine is None or workspace is None or serially or isinstance(root_value, SharedEvent):
             return run(root_type, root_value, grouped_field_set, serially, position_context)
-        prepared = engine.prepare(self, root_type, grouped_field_set, workspace.id)
+        try:
+            prepared = engine.prepare(self, root_type, grouped_field_set, workspace.id)
+        except Exception as exc:  # a bug of the compiler must not cost the request: the resolvers answer
+            log.error("read_engine_prepare_failed", error=type(exc).__name__, exc_info=exc)
+            prepared = None
         if prepared is None:
             engine.resolved += len(grouped_field_set)
             return run(root_type, root_value, grouped_field_set, serially, position_context)
