@@ -12,9 +12,9 @@ Three steps, two of them cached:
 2. *Binding*, per request: each site's arguments with the request's variables, checked exactly as the
    resolvers check them (page size, cursor, filter). A check that fails, or anything not compiled, sends
    the root field to the resolvers, which answer with the reference error.
-3. The *statement* (per tree and per shape of the bound arguments: which filter conditions are present):
-   every argument is a bind parameter, so one plan serves every request of the same shape, and asyncpg
-   keeps it prepared per connection.
+3. The *statement* (per tree and per shape of the bound arguments: which filter conditions are present,
+   and the page sizes): every other argument is a bind parameter, so one plan serves every request of the
+   same shape; asyncpg keeps it prepared per connection, and PostgreSQL plans it once (db.py).
 
 Not compiled (the resolvers answer): introspection, `__typename` at the root, a nested `Agent.calls/chats`
 filter that names an agent, objects with more than 50 selected keys (json_build_object's limit). By-id
@@ -321,7 +321,9 @@ class _Builder:
         inner = self.alias("q")
         columns: set[str] = set(keys)
         row = _Scope("p", columns)
-        limit = self.param(sel, "limit", "int")
+        # The page size is written in the statement, not bound: a generic plan (db.py) that doesn't know the
+        # LIMIT assumes a tenth of the table and sorts all of it instead of walking an index.
+        limit = str(int(self.bounds[sel.site].values["limit"]))
         conditions = where(_Scope(inner))
         parts = []
         in_page = f"FILTER (WHERE p._n <= {limit})"
@@ -806,7 +808,8 @@ class ReadEngine:
         roots = [root for root in tree.roots if all(bounds[site] is not None for site in tree.sites_below[root.key])]
         if not roots:
             return None
-        shape = tuple(b.shape if b is not None else None for b in bounds)
+        # A statement per shape of the arguments, and per page size, which it holds as a literal.
+        shape = tuple((b.shape, b.values.get("limit")) if b is not None else None for b in bounds)
 
         def build() -> Statement | None:
             try:

@@ -118,7 +118,7 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
             row = await self.context_value.db.fetch_compiled(statement.sql, prepared.args)
         except asyncpg.QueryCanceledError as exc:  # statement_timeout: the error the resolvers' statements give
             return {key: exc for key in statement.roots}
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             # A statement the compiler got wrong, or a value PostgreSQL refused: the resolvers answer.
             log.error("read_engine_statement_failed", error=type(exc).__name__, message=str(exc)[:300],
                       roots=list(statement.roots))
