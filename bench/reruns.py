@@ -274,7 +274,10 @@ async def fanout(args: argparse.Namespace, db_url: str, key: str, data_dir: Path
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it: the server needs a socket each
     with GeminiTestServer(delay_s=args.sub_delay, record=False) as gemini:
         env = {"GEMINI_API_KEY": "bench", "GEMINI_BASE_URL": gemini.base_url, "LOG_LEVEL": "WARNING"}
-        with ServerProcess(db_url=db_url, data_dir=data_dir, env={**env, "RUN_WORKERS": "0"}) as server:
+        # One key for every subscriber: the per-key socket cap (WS_MAX_SOCKETS_PER_KEY) is raised to fit them.
+        server_env = {**env, "RUN_WORKERS": "0", "WS_MAX_SOCKETS_PER_KEY": str(args.subscribers + 10),
+                      "WS_MAX_SOCKETS": str(args.subscribers + 100)}
+        with ServerProcess(db_url=db_url, data_dir=data_dir, env=server_env) as server:
             api = Api(server, key)
             ids = [f"call_{i:08d}" for i in range(1, args.sub_items + 1)]
             job_id = (await api.gql(RERUN, {"input": {"callIds": ids}}))["rerunAnalysis"]["job"]["id"]

@@ -20,6 +20,11 @@ from graphql_api.config import Settings
 from graphql_api.db import EmbeddedPostgres, migrate, with_database
 
 
+# Servers the tests start (python -m graphql_api ...) check every compiled query against the resolvers and
+# answer INTERNAL on a difference, so every query of the suite is a case of the read engine's differential test.
+os.environ.setdefault("READ_ENGINE_VERIFY", "1")
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Any:
     url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")

@@ -160,7 +160,9 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
 
     def _shared_key(self) -> tuple[int, bytes]:
-        return (id(self.operation), orjson.dumps(self.variable_values, option=orjson.OPT_SORT_KEYS, default=str))
+        # The coerced values (a dict): the VariableValues tuple itself would be encoded through its repr.
+        variables = getattr(self.variable_values, "coerced", self.variable_values)
+        return (id(self.operation), orjson.dumps(variables, option=orjson.OPT_SORT_KEYS, default=str))
 
     def build_per_event_executor(self, payload: Any) -> Any:
         if isinstance(payload, SharedEvent):

@@ -35,7 +35,7 @@ class ServerProcess:
         self.log_path = data_dir / f"server-{self.port}.log"
         # Tests and benchmarks poll fast with one key: no rate limit unless they ask for one.
         full_env = {**os.environ, "DATABASE_URL": db_url, "DATA_DIR": str(data_dir), "HOST": "127.0.0.1",
-                    "PORT": str(self.port), "RATE_LIMIT_PER_S": "0", "READ_ENGINE_VERIFY": "1", **(env or {})}
+                    "PORT": str(self.port), "RATE_LIMIT_PER_S": "0", **(env or {})}
         if "GEMINI_API_KEY" not in (env or {}):
             full_env.pop("GEMINI_API_KEY", None)
         self._log = open(self.log_path, "w")
