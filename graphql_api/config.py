@@ -30,6 +30,12 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _delays(value: tuple[float, ...]) -> tuple[float, ...]:
+    if not value or any(delay < 0 for delay in value):
+        raise ValueError("must be one or more waits in seconds, zero or more each, separated by commas")
+    return value
+
+
 def _comma_separated(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -85,6 +91,13 @@ class Settings(BaseSettings):
     # off | auto (hash or document) | only (allow-listed hashes only)
     persisted_queries: Annotated[Literal["off", "auto", "only"], BeforeValidator(_lower)] = "auto"
     persisted_queries_file: Path | None = None
+    # Webhooks (rerun.finished): attempts before giving up, each request's timeout, the waits between attempts
+    # (the last one repeats), and how often a delivery loop looks for due deliveries.
+    webhook_max_attempts: Annotated[int, _at_least(1)] = 8
+    webhook_timeout_s: Annotated[float, _at_least(0.1)] = 10.0
+    webhook_retry_delays_s: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_delays)] = (
+        5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0, 86400.0)
+    webhook_poll_s: Annotated[float, _at_least(0.01)] = 1.0
     # Queries compiled into one SQL statement (graphql_api/schema/compiler.py); off: every field by its resolver.
     read_engine: bool = True
     # Tests: run every compiled query through the resolvers too and answer INTERNAL when the two differ.

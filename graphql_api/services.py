@@ -18,6 +18,7 @@ from graphql_api.ratelimit import RateLimiter
 from graphql_api.reruns.progress import ProgressHub
 from graphql_api.schema.compiler import ReadEngine
 from graphql_api.schema.documents import DocumentCache
+from graphql_api.reruns.webhooks import WebhookDeliverer
 from graphql_api.reruns.worker import RerunWorker
 from graphql_api.workspaces import Authenticator
 
@@ -32,6 +33,7 @@ class Services:
     analyzer: Analyzer
     progress: ProgressHub | None = None
     worker: RerunWorker | None = None
+    webhooks: WebhookDeliverer | None = None
     documents: DocumentCache = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
     persisted: PersistedQueries = field(init=False)
@@ -102,7 +104,7 @@ async def open_services(
     await db.connect()
     log_once(log.info, "database_connected", url=describe_url(url))
     services = Services(settings=settings, db=db, authenticator=Authenticator(db), analyzer=make_analyzer(settings))
-    worker_task = None
+    worker_task = webhooks_task = None
     try:
         if background:
             services.progress = ProgressHub(db, url, on_queued=services.wake_workers)
@@ -113,11 +115,20 @@ async def open_services(
                     lease_s=settings.lease_s,
                 )
                 worker_task = asyncio.create_task(services.worker.run())
+                # Each process that runs workers also sends the webhooks of the reruns that end.
+                services.webhooks = WebhookDeliverer(
+                    db=db, max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
+                    retry_delays_s=settings.webhook_retry_delays_s, poll_s=settings.webhook_poll_s,
+                )
+                webhooks_task = asyncio.create_task(services.webhooks.run())
         yield services
     finally:
         if worker_task is not None:
             services.worker.stop()
             await worker_task
+        if webhooks_task is not None:
+            services.webhooks.stop()
+            await webhooks_task
         if services.progress is not None:
             await services.progress.stop()
         close = getattr(services.analyzer, "aclose", None)

@@ -28,9 +28,12 @@ LIST_IDS = """{
   calls(first: 100) { nodes { id } }
   chats(first: 100) { nodes { id } }
   rerunJobs(first: 100) { nodes { id } }
+  webhookEndpoints { id }
 }"""
 
 CREATE_JOB = """mutation($input: RerunAnalysisInput!) { rerunAnalysis(input: $input) { job { id } } }"""
+# Nothing listens there, and no delivery loop runs (RUN_WORKERS=0): the endpoint only gives the workspace an id.
+CREATE_ENDPOINT = """mutation { createWebhookEndpoint(input: {url: "http://127.0.0.1:9/hooks"}) { endpoint { id } } }"""
 
 
 @dataclass
@@ -100,6 +103,7 @@ def _collect_ids(client: httpx.Client, workspace: Workspace) -> None:
         "call": [c["id"] for c in data["calls"]["nodes"]],
         "chat": [c["id"] for c in data["chats"]["nodes"]],
         "job": [j["id"] for j in data["rerunJobs"]["nodes"]],
+        "webhook": [e["id"] for e in data["webhookEndpoints"]],
     }
 
 
@@ -122,6 +126,7 @@ def running_target(db_url: str, data_dir: Path) -> Iterator[Target]:
                 # Two queued jobs per workspace: one to read, one that fuzzing or a walk may cancel.
                 for call_id in workspace.ids["call"][-2:]:
                     _gql(client, workspace, CREATE_JOB, {"input": {"callIds": [call_id]}})
+                _gql(client, workspace, CREATE_ENDPOINT)
                 _collect_ids(client, workspace)
         yield Target(server=server, db_url=db_url, own=own, other=other)
     finally:
@@ -579,11 +584,14 @@ MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "offlin
 FIELD_NAMES = ["visit_type", "field_1", "a", "x" * 65, "has space", "\u00fcn\u00efcode", "1starts_with_digit", "call_summary"]
 UNKNOWN_IDS = {
     "agent": "agent_0000000000", "call": "call_000000000000", "chat": "chat_000000000000", "job": "rerun_00000000000000000000",
+    "webhook": "whe_00000000000000000000",
 }
 ID_KINDS: dict[str, tuple[str, ...]] = {
     # What an id argument names, from the argument's name (`agentId`, `callIds`) or, for `id`, the field's type.
     "agent": ("agent",), "call": ("call",), "chat": ("chat",), "conversation": ("call", "chat"),
     "job": ("job",), "rerunjob": ("job",),
+    # webhookDeliveries(endpointId), and `id` of the webhook mutations (named after the type they return).
+    "endpoint": ("webhook",), "webhookendpoint": ("webhook",), "webhookendpointsecret": ("webhook",),
 }
 
 

@@ -11,6 +11,7 @@ from graphql_api import agents
 from graphql_api.analysis.config import PROMPT_KEYS
 from graphql_api.schema.context import Info
 from graphql_api.schema.reruns import RerunMutations
+from graphql_api.schema.webhooks import WebhookMutations
 from graphql_api.analyses import run_preview
 from graphql_api.schema.enums import DataFieldType
 from graphql_api.schema.types import AgentVersion, AnalysisResult
@@ -75,7 +76,7 @@ def _changes(input: AnalysisConfigInput) -> dict:
 
 
 @strawberry.type
-class Mutation(RerunMutations):
+class Mutation(RerunMutations, WebhookMutations):
     @strawberry.mutation(
         description="Edit the analysis config of the agent's latest draft, all or nothing. Published versions can't be edited."
     )

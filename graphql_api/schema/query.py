@@ -9,12 +9,13 @@ from graphql_api.schema.context import Info
 from graphql_api.schema.filters import ConversationFilter
 from graphql_api.schema.pagination import Connection, Keyset
 from graphql_api.schema.reruns import RerunQueries
+from graphql_api.schema.webhooks import WebhookQueries
 from graphql_api.schema.types import Agent, Call, Chat, get_conversation, list_conversations
 
 
 
 @strawberry.type
-class Query(RerunQueries):
+class Query(RerunQueries, WebhookQueries):
     @strawberry.field(description="Agents of the workspace, oldest first.")
     async def agents(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Agent]:
         workspace = info.context.require_workspace()
