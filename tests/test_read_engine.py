@@ -117,19 +117,29 @@ async def _history(world: World) -> None:
         await _mutate(services, own, EDIT, {"agentId": agent["id"], "config": {"successfulPrompt": None}})
     voice = next(a["id"] for a in agents if a["channel"] == "VOICE")
     done = await _mutate(services, own, JOB_INPUT, {"input": {"agentId": voice, "filter": {"status": ["ENDED", "ERROR"]}}})
-    job_id = done["rerunAnalysis"]["job"]["id"]
+    await _until_final(world, done["rerunAnalysis"]["job"]["id"])
+    chat_agent = next(a["id"] for a in agents if a["channel"] == "CHAT")
+    await _mutate(services, own, JOB_INPUT, {"input": {"agentId": chat_agent}})
+    canceled = await _mutate(services, own, JOB_INPUT, {"input": {"agentId": voice, "filter": {"successful": False}}})
+    canceled_id = canceled["rerunAnalysis"]["job"]["id"]
+    with contextlib.suppress(AssertionError):  # it may have finished already
+        await _mutate(services, own, "mutation($id: ID!) { cancelRerun(jobId: $id) { id } }", {"id": canceled_id})
+    await _until_final(world, canceled_id)
+    with contextlib.suppress(AssertionError):  # unless it finished before the cancel: a retry of its canceled items
+        await _mutate(services, own, "mutation($id: ID!) { retryRerun(jobId: $id) { job { id } } }", {"id": canceled_id})
+    versions = (await world.execute('query($id: ID!) { agent(id: $id) { versions { version isPublished } } }', {"id": voice},
+                                    compiled=False))[0].data["agent"]["versions"]
+    published = next(v["version"] for v in versions if v["isPublished"])
+    await _mutate(services, own, JOB_INPUT, {"input": {"agentId": voice, "configVersion": published}})
+
+
+async def _until_final(world: World, job_id: str) -> None:
     for _ in range(600):
         status = (await world.execute('query($id: ID!) { rerunJob(id: $id) { status } }', {"id": job_id}, compiled=False)
                   )[0].data["rerunJob"]["status"]
         if status not in ("QUEUED", "RUNNING"):
             break
         await asyncio.sleep(0.05)
-    chat_agent = next(a["id"] for a in agents if a["channel"] == "CHAT")
-    await _mutate(services, own, JOB_INPUT, {"input": {"agentId": chat_agent}})
-    canceled = await _mutate(services, own, JOB_INPUT, {"input": {"agentId": voice, "filter": {"successful": False}}})
-    with contextlib.suppress(AssertionError):  # it may have finished already
-        await _mutate(services, own, "mutation($id: ID!) { cancelRerun(jobId: $id) { id } }",
-                      {"id": canceled["rerunAnalysis"]["job"]["id"]})
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +203,8 @@ CHAT = f"""id chatType chatStatus startedAt endedAt transcript metadata messages
   agent {{ id }} agentVersion {{ version }} analysis {{ {ANALYSIS} }} analysisHistory {{ id trigger }}"""
 PAGE_INFO = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor __typename }"
 JOB = f"""id status total succeeded failed canceled pending estimatedCostUsd estimatedInputTokens estimatedOutputTokens
-  costUsd configVersion config {{ {CONFIG} }} targets requestedBy cancelRequestedAt createdAt startedAt finishedAt
-  agent {{ id name }}
+  costUsd configVersion configSource config {{ {CONFIG} }} targets requestedBy cancelRequestedAt createdAt startedAt finishedAt
+  agent {{ id name }} retryOf {{ id status configVersion configSource targets }} retries {{ id configSource targets retryOf {{ id }} }}
   items(first: 100) {{ edges {{ cursor node {{ conversationId status error attempts startedAt finishedAt
     result {{ {ANALYSIS} }} previousResult {{ id summary }} call {{ id callStatus analysis {{ id }} }} chat {{ id }} }} }}
     {PAGE_INFO} }}"""

@@ -1,4 +1,5 @@
-"""Planning a rerun: resolve its targets, snapshot the draft config, estimate the cost, create the job."""
+"""Planning a rerun: resolve its targets, snapshot the config (the latest draft's, or a published version's),
+estimate the cost, create the job; and a retry of a finished job's failed or canceled items with its snapshot."""
 
 from __future__ import annotations
 
@@ -16,10 +17,17 @@ from graphql_api.analysis.pricing import cost_usd
 from graphql_api.analysis.prompting import estimate_usage
 from graphql_api.conversations import ANALYZABLE_STATUSES, Selection
 from graphql_api.db import Database
-from graphql_api.errors import BadUserInput, Conflict, LimitExceeded, not_found
+from graphql_api.errors import BadUserInput, Conflict, LimitExceeded, NotFound, not_found
+from graphql_api.reruns import FINAL_STATUSES
 
 MAX_TARGETS = 100_000
 MAX_EXPLICIT_IDS = 10_000
+
+# Where a job's config came from, kept in its snapshot (rerun_jobs.config_snapshot) beside the config keys.
+SOURCE_KEY = "config_source"
+DRAFT, PUBLISHED = "DRAFT", "PUBLISHED"
+# Item statuses a retry takes: the others are still to run in their job, or have their result.
+RETRYABLE_STATUSES = ("FAILED", "CANCELED")
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class Estimate:
     cost_usd: Decimal
     model: str
     config_version: int
+    config_source: str = DRAFT
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,130 @@ async def resolve_explicit_targets(
     return Selection(kind=kinds.pop(), agent_id=agents[0], ids=ids)
 
 
-def _request_hash(targets: Selection) -> str:
-    return hashlib.sha256(orjson.dumps(targets.to_json(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+def _hash(request: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _request_hash(targets: Selection, config_version: int | None = None) -> str:
+    request = targets.to_json()
+    if config_version is not None:  # the default (the draft) hashes as it always did
+        request = {**request, "configVersion": config_version}
+    return _hash(request)
+
+
+async def _snapshot(db: Database, workspace_id: int, agent_id: str | None, config_version: int | None) -> tuple[int, dict[str, Any]]:
+    """The version a rerun runs with and its config snapshot: the latest draft's, or the published version asked for."""
+    if config_version is None:
+        drafts = await db.fetch_all("drafts_of_agents", workspace_id=workspace_id, agent_ids=[agent_id])
+        if not drafts:
+            raise not_found("agent", agent_id)
+        return drafts[0]["version"], {**config_of(drafts[0]), SOURCE_KEY: DRAFT}
+    if config_version < 0:
+        raise BadUserInput("`configVersion` is a version number: 0 or more.", argument="input.configVersion")
+    rows = await db.fetch_all(
+        "agent_versions_by_keys", workspace_id=workspace_id, agent_ids=[agent_id], versions=[config_version]
+    )
+    if not rows:
+        raise NotFound(
+            f"Agent {agent_id} has no version {config_version}.",
+            id=f"{agent_id}@{config_version}",
+            argument="input.configVersion",
+        )
+    if not rows[0]["is_published"]:
+        raise BadUserInput(
+            f"Version {config_version} is agent {agent_id}'s latest draft, which can still change: configVersion "
+            "takes a published version. Leave it out to rerun with the latest draft (the default).",
+            argument="input.configVersion",
+        )
+    return config_version, {**config_of(rows[0]), SOURCE_KEY: PUBLISHED}
+
+
+@dataclass(frozen=True)
+class _NewJob:
+    """What plan_rerun and plan_retry have in hand once they know the job's targets and config."""
+
+    agent_id: str | None
+    kind: str
+    config_version: int
+    snapshot: dict[str, Any]
+    targets: dict[str, Any]  # rerun_jobs.targets: what was asked for
+    request_hash: str
+    items_query: str  # inserts the items and sets the job's total
+    items_params: dict[str, Any]
+    targets_argument: str  # the GraphQL arguments a refusal names
+    cap_argument: str
+
+
+def _estimate(new: _NewJob, counted: Any, max_cost_usd: Decimal | None) -> Estimate:
+    """Price the counted targets with the snapshot's model; refuse above the cap."""
+    config = effective_config(new.snapshot)
+    conversations = counted["conversations"]
+    input_tokens, output_tokens = estimate_usage(
+        config, new.kind, conversations=conversations, transcript_chars=counted["transcript_chars"]
+    )
+    estimate = Estimate(
+        conversations=conversations,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd(config.model, input_tokens, output_tokens),
+        model=config.model,
+        config_version=new.config_version,
+        config_source=new.snapshot.get(SOURCE_KEY, DRAFT),
+    )
+    if max_cost_usd is not None and estimate.cost_usd > max_cost_usd:
+        raise LimitExceeded(
+            f"The estimated cost is ${estimate.cost_usd} for {conversations} conversations, above maxCostUsd "
+            f"${max_cost_usd}; nothing was created.",
+            argument=new.cap_argument,
+            estimatedCostUsd=str(estimate.cost_usd),
+        )
+    return estimate
+
+
+async def _insert_job(
+    db: Database, workspace_id: int, new: _NewJob, estimate: Estimate, *, requested_by: str, idempotency_key: str | None
+) -> Any:
+    """Create the job and its items, in the caller's transaction; the rerun_jobs row with its total."""
+    if idempotency_key is None:
+        # A double-click must not pay twice: the same request with the same config, while the first
+        # job runs, is refused (an idempotency key makes the retry return that job instead).
+        await db.fetch_val("rerun_request_lock", workspace_id=workspace_id, request_hash=new.request_hash)
+        running = await db.fetch_one(
+            "rerun_job_same_running", workspace_id=workspace_id, request_hash=new.request_hash,
+            config_snapshot=new.snapshot,
+        )
+        if running is not None:
+            raise Conflict(
+                f"An identical rerun (job {running['job_id']}, {running['status']}) is still running; wait for it or "
+                "cancel it. Send an idempotencyKey to get that job back when retrying a request.",
+                jobId=running["job_id"],
+            )
+    job_id = "rerun_" + secrets.token_hex(10)
+    inserted = await db.fetch_val(
+        "rerun_job_insert",
+        job_id=job_id,
+        workspace_id=workspace_id,
+        agent_id=new.agent_id,
+        kind=new.kind,
+        requested_by=requested_by,
+        idempotency_key=idempotency_key,
+        request_hash=new.request_hash,
+        config_version=new.config_version,
+        config_snapshot=new.snapshot,
+        targets=new.targets,
+        estimated_input_tokens=estimate.input_tokens,
+        estimated_output_tokens=estimate.output_tokens,
+        estimated_cost_usd=estimate.cost_usd,
+    )
+    if inserted is None:
+        # A concurrent request with the same idempotency key won; answer with its job.
+        raise _IdempotentRace()
+    job = await db.fetch_one(new.items_query, job_id=job_id, workspace_id=workspace_id, **new.items_params)
+    if job["total"] == 0:
+        # The targets changed between the estimate and the insert (a filter on current results
+        # that another rerun just rewrote): a job with nothing to do would never end. Roll back.
+        raise BadUserInput("The request matches no finished conversations any more; nothing to rerun.", argument=new.targets_argument)
+    return job
 
 
 async def plan_rerun(
@@ -86,20 +217,23 @@ async def plan_rerun(
     dry_run: bool = False,
     max_cost_usd: Decimal | None = None,
     idempotency_key: str | None = None,
+    config_version: int | None = None,
 ) -> Plan:
     """Estimate a rerun and, unless a dry run, create the job and its items in one transaction."""
-    request_hash = _request_hash(targets)
+    request_hash = _request_hash(targets, config_version)
     if idempotency_key is not None and not dry_run:
         earlier = await db.fetch_one("rerun_job_by_idempotency_key", workspace_id=workspace_id, idempotency_key=idempotency_key)
         if earlier is not None:
             return _reused(earlier, request_hash)
 
     async with db.transaction():
-        drafts = await db.fetch_all("drafts_of_agents", workspace_id=workspace_id, agent_ids=[targets.agent_id])
-        if not drafts:
-            raise not_found("agent", targets.agent_id)
-        draft = drafts[0]
-        config = effective_config(draft)
+        version, snapshot = await _snapshot(db, workspace_id, targets.agent_id, config_version)
+        new = _NewJob(
+            agent_id=targets.agent_id, kind=targets.kind, config_version=version, snapshot=snapshot,
+            targets=targets.to_json(), request_hash=request_hash,
+            items_query="rerun_items_insert", items_params=targets.target_params(),
+            targets_argument="input.filter", cap_argument="input.maxCostUsd",
+        )
         counted = await db.fetch_one("rerun_estimate", workspace_id=workspace_id, **targets.target_params())
         conversations = counted["conversations"]
         if conversations == 0:
@@ -112,67 +246,63 @@ async def plan_rerun(
                 "Narrow the filter (e.g. by startedAfter/startedBefore) and send several.",
                 argument="input.filter",
             )
-        input_tokens, output_tokens = estimate_usage(
-            config, targets.kind, conversations=conversations, transcript_chars=counted["transcript_chars"]
-        )
-        estimate = Estimate(
-            conversations=conversations,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=cost_usd(config.model, input_tokens, output_tokens),
-            model=config.model,
-            config_version=draft["version"],
-        )
-        if max_cost_usd is not None and estimate.cost_usd > max_cost_usd:
-            raise LimitExceeded(
-                f"The estimated cost is ${estimate.cost_usd} for {conversations} conversations, above maxCostUsd "
-                f"${max_cost_usd}; nothing was created.",
-                argument="input.maxCostUsd",
-                estimatedCostUsd=str(estimate.cost_usd),
-            )
+        estimate = _estimate(new, counted, max_cost_usd)
         if dry_run:
             return Plan(job=None, estimate=estimate)
-        if idempotency_key is None:
-            # A double-click must not pay twice: the same targets with the same config, while the first
-            # job runs, are refused (an idempotency key makes the retry return that job instead).
-            await db.fetch_val("rerun_request_lock", workspace_id=workspace_id, request_hash=request_hash)
-            running = await db.fetch_one(
-                "rerun_job_same_running", workspace_id=workspace_id, request_hash=request_hash,
-                config_snapshot=config_of(draft),
+        job = await _insert_job(db, workspace_id, new, estimate, requested_by=requested_by, idempotency_key=idempotency_key)
+    return Plan(job=job, estimate=estimate)
+
+
+def _retry_request(job_id: str, statuses: list[str]) -> dict[str, Any]:
+    """A retry's rerun_jobs.targets: the job it retries and which of its items."""
+    return {"retryOf": job_id, "statuses": sorted(set(statuses))}
+
+
+async def plan_retry(
+    *,
+    db: Database,
+    workspace_id: int,
+    job_id: str,
+    statuses: list[str],
+    requested_by: str,
+    max_cost_usd: Decimal | None = None,
+    idempotency_key: str | None = None,
+) -> Plan:
+    """A new job over a finished job's items in these statuses, with that job's config snapshot (not today's draft).
+
+    The caller checks that the statuses are among RETRYABLE_STATUSES."""
+    request = _retry_request(job_id, statuses)
+    request_hash = _hash(request)
+    if idempotency_key is not None:
+        earlier = await db.fetch_one("rerun_job_by_idempotency_key", workspace_id=workspace_id, idempotency_key=idempotency_key)
+        if earlier is not None:
+            return _reused(earlier, request_hash)
+
+    async with db.transaction():
+        original = await db.fetch_one("rerun_job_get", workspace_id=workspace_id, job_id=job_id)
+        if original is None:
+            raise not_found("rerun job", job_id)
+        if original["status"] not in FINAL_STATUSES:
+            raise Conflict(
+                f"Rerun job {job_id} is {original['status']}: its items may still run. Retry it once it has ended "
+                "(or cancel it first).",
+                status=original["status"],
             )
-            if running is not None:
-                raise Conflict(
-                    f"An identical rerun (job {running['job_id']}, {running['status']}) is still running; wait for it or "
-                    "cancel it. Send an idempotencyKey to get that job back when retrying a request.",
-                    jobId=running["job_id"],
-                )
-        job_id = "rerun_" + secrets.token_hex(10)
-        inserted = await db.fetch_val(
-            "rerun_job_insert",
-            job_id=job_id,
-            workspace_id=workspace_id,
-            agent_id=targets.agent_id,
-            kind=targets.kind,
-            requested_by=requested_by,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            config_version=draft["version"],
-            config_snapshot=config_of(draft),
-            targets=targets.to_json(),
-            estimated_input_tokens=input_tokens,
-            estimated_output_tokens=output_tokens,
-            estimated_cost_usd=estimate.cost_usd,
+        params = {"retry_of": job_id, "item_statuses": request["statuses"], "statuses": sorted(ANALYZABLE_STATUSES)}
+        counted = await db.fetch_one("rerun_retry_estimate", workspace_id=workspace_id, **params)
+        if counted["conversations"] == 0:
+            raise BadUserInput(
+                f"Rerun job {job_id} has no {' or '.join(request['statuses'])} items: nothing to retry.",
+                argument="statuses",
+            )
+        new = _NewJob(
+            agent_id=original["agent_id"], kind=original["kind"], config_version=original["config_version"],
+            snapshot=original["config_snapshot"], targets=request, request_hash=request_hash,
+            items_query="rerun_retry_items_insert", items_params=params,
+            targets_argument="statuses", cap_argument="maxCostUsd",
         )
-        if inserted is None:
-            # A concurrent request with the same idempotency key won; answer with its job.
-            raise _IdempotentRace()
-        job = await db.fetch_one(
-            "rerun_items_insert", job_id=job_id, workspace_id=workspace_id, **targets.target_params()
-        )
-        if job["total"] == 0:
-            # The targets changed between the estimate and the insert (a filter on current results
-            # that another rerun just rewrote): a job with nothing to do would never end. Roll back.
-            raise BadUserInput("The request matches no finished conversations any more; nothing to rerun.", argument="input.filter")
+        estimate = _estimate(new, counted, max_cost_usd)
+        job = await _insert_job(db, workspace_id, new, estimate, requested_by=requested_by, idempotency_key=idempotency_key)
     return Plan(job=job, estimate=estimate)
 
 
@@ -198,6 +328,7 @@ def estimate_of(job: Any) -> Estimate:
         cost_usd=job["estimated_cost_usd"],
         model=job["config_snapshot"]["model"],
         config_version=job["config_version"],
+        config_source=job["config_snapshot"].get(SOURCE_KEY, DRAFT),
     )
 
 
@@ -206,8 +337,20 @@ async def create_rerun(**kwargs: Any) -> Plan:
     try:
         return await plan_rerun(**kwargs)
     except _IdempotentRace:
-        db, workspace_id = kwargs["db"], kwargs["workspace_id"]
-        earlier = await db.fetch_one(
-            "rerun_job_by_idempotency_key", workspace_id=workspace_id, idempotency_key=kwargs["idempotency_key"]
-        )
-        return _reused(earlier, _request_hash(kwargs["targets"]))
+        return await _race_winner(kwargs, _request_hash(kwargs["targets"], kwargs.get("config_version")))
+
+
+async def retry_rerun(**kwargs: Any) -> Plan:
+    """plan_retry, answering a lost idempotency race with the winner's job."""
+    try:
+        return await plan_retry(**kwargs)
+    except _IdempotentRace:
+        return await _race_winner(kwargs, _hash(_retry_request(kwargs["job_id"], kwargs["statuses"])))
+
+
+async def _race_winner(kwargs: dict[str, Any], request_hash: str) -> Plan:
+    db, workspace_id = kwargs["db"], kwargs["workspace_id"]
+    earlier = await db.fetch_one(
+        "rerun_job_by_idempotency_key", workspace_id=workspace_id, idempotency_key=kwargs["idempotency_key"]
+    )
+    return _reused(earlier, request_hash)

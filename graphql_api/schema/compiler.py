@@ -37,6 +37,7 @@ from graphql.execution.values import get_argument_values
 from graphql.language import BooleanValueNode, DirectiveNode, FieldNode, VariableNode, visit, Visitor
 
 from graphql_api.analysis import base
+from graphql_api.reruns.planning import DRAFT, SOURCE_KEY
 from graphql_api.schema.filters import ConversationFilter, selection_of
 from graphql_api.schema.pagination import Keyset, decode_position, page_size
 
@@ -722,6 +723,7 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
         "estimatedOutputTokens": _leaf("estimated_output_tokens"),
         "costUsd": _leaf("cost_usd", lambda c: f"{c}::text"),
         "configVersion": _leaf("config_version"),
+        "configSource": _leaf("config_snapshot", lambda c: f"coalesce({c}->>'{SOURCE_KEY}', '{DRAFT}')"),
         "config": _config(_snapshot("config_snapshot")),
         "targets": _leaf("targets"),
         "requestedBy": _leaf("requested_by"),
@@ -731,6 +733,13 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
         "finishedAt": _leaf("finished_at", _instant),
         "agent": _agent_of("agent_id"),
         "items": _rerun_items,
+        "retryOf": lambda b, sel, s: b.one(
+            "RerunJob", sel, "rerun_jobs",
+            lambda j: f"{j('workspace_id')} = $1::bigint AND {j('job_id')} = ({s('targets')}->>'retryOf')", nullable=True),
+        "retries": lambda b, sel, s: b.many(
+            "RerunJob", sel, "rerun_jobs",
+            lambda j: f"{j('workspace_id')} = $1::bigint AND ({j('targets')}->>'retryOf') = {s('job_id')}",
+            "{a}.created_at DESC, {a}.job_id DESC"),
     },
     "RerunItem": {
         "conversationId": _leaf("conversation_id"),

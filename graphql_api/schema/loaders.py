@@ -51,6 +51,8 @@ class Loaders:
         self.analysis_history = SharedLoader(self._analysis_history)
         self.config_changes = SharedLoader(self._config_changes)
         self.result = SharedLoader(self._results)
+        self.rerun_job = SharedLoader(self._rerun_jobs)
+        self.retries = SharedLoader(self._retries)
 
     async def _agents(self, keys: list[str]) -> list:
         rows = await self.db.fetch_all("agents_by_ids", workspace_id=self.workspace_id, agent_ids=keys)
@@ -103,3 +105,11 @@ class Loaders:
     async def _results(self, keys: list[int]) -> list:
         rows = await self.db.fetch_all("analysis_results_by_ids", workspace_id=self.workspace_id, ids=keys)
         return _by_key(rows, keys, lambda r: r["id"])
+
+    async def _rerun_jobs(self, keys: list[str]) -> list:
+        rows = await self.db.fetch_all("rerun_jobs_by_ids", workspace_id=self.workspace_id, job_ids=keys)
+        return _by_key(rows, keys, lambda r: r["job_id"])
+
+    async def _retries(self, keys: list[str]) -> list[list]:
+        rows = await self.db.fetch_all("rerun_job_retries", workspace_id=self.workspace_id, job_ids=keys)
+        return _grouped(rows, keys, lambda r: r["targets"]["retryOf"])

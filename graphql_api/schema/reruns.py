@@ -1,4 +1,4 @@
-"""Reruns in GraphQL: rerunAnalysis, cancelRerun, rerunJob(s) and the rerunProgress subscription."""
+"""Reruns in GraphQL: rerunAnalysis, retryRerun, cancelRerun, rerunJob(s) and the rerunProgress subscription."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -15,11 +15,19 @@ import structlog
 
 from graphql_api.errors import ApiError, BadUserInput, not_found
 from graphql_api.conversations import Selection
-from graphql_api.reruns.planning import Estimate, create_rerun, estimate_of, resolve_explicit_targets
+from graphql_api.reruns.planning import (
+    RETRYABLE_STATUSES,
+    SOURCE_KEY,
+    Estimate,
+    create_rerun,
+    estimate_of,
+    resolve_explicit_targets,
+    retry_rerun,
+)
 from graphql_api.reruns.progress import FINAL_STATUSES, finished_count
 from graphql_api.reruns.worker import cancel_rerun
 from graphql_api.schema.context import Info
-from graphql_api.schema.execution import SharedEvent
+from graphql_api.schema.execution import SharedEvent, shared_event_sink, shared_key
 from graphql_api.schema.pagination import Connection, Keyset, decode_position, encode_position, page_of, page_size
 from graphql_api.schema.filters import ConversationFilter, selection_of
 from graphql_api.schema.types import (
@@ -57,18 +65,26 @@ class RerunItemStatus(Enum):
     CANCELED = "CANCELED"
 
 
-@strawberry.type(description="What a rerun will cost before it runs: the draft's model, priced per token.")
+@strawberry.enum(description="Where a rerun's config comes from.")
+class RerunConfigSource(Enum):
+    DRAFT = strawberry.enum_value("DRAFT", description="The agent's latest draft when the rerun was requested (the default).")
+    PUBLISHED = strawberry.enum_value("PUBLISHED", description="A published version asked for with `configVersion`.")
+
+
+@strawberry.type(description="What a rerun will cost before it runs: its config's model, priced per token.")
 class RerunEstimate:
     conversations: int
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal
     model: str
-    config_version: int = strawberry.field(description="The draft version whose config the rerun uses.")
+    config_version: int = strawberry.field(description="The version whose config the rerun uses.")
+    config_source: RerunConfigSource = strawberry.field(description="Whether that version is the latest draft or a published one.")
 
     @classmethod
     def of(cls, estimate: Estimate) -> RerunEstimate:
-        return cls(**dataclasses.asdict(estimate))
+        fields = dataclasses.asdict(estimate)
+        return cls(**fields | {"config_source": RerunConfigSource(fields["config_source"])})
 
 
 async def _load_result(info: Info, result_id: int | None) -> AnalysisResult | None:
@@ -129,7 +145,10 @@ class RerunItem:
         )
 
 
-@strawberry.type(description="A rerun of the analysis over many conversations with the agent's draft config, snapshotted when requested.")
+@strawberry.type(
+    description="A rerun of the analysis over many conversations with the agent's draft config (or a published version's), "
+    "snapshotted when requested."
+)
 class RerunJob:
     id: strawberry.ID
     status: RerunJobStatus
@@ -142,9 +161,17 @@ class RerunJob:
     estimated_input_tokens: int
     estimated_output_tokens: int
     cost_usd: Decimal = strawberry.field(description="What the finished items cost so far; every rerun is charged.")
-    config_version: int = strawberry.field(description="The draft version whose config was snapshotted.")
+    config_version: int = strawberry.field(
+        description="The version whose config was snapshotted; its results record it as their `agentVersion`."
+    )
+    config_source: RerunConfigSource = strawberry.field(
+        description="Whether `configVersion` was the latest draft (the default) or a published version asked for."
+    )
     config: AnalysisConfig = strawberry.field(description="The config snapshot the job runs with.")
-    targets: JSON = strawberry.field(description="What was asked for: explicit ids, or the agent and filter.")
+    targets: JSON = strawberry.field(
+        description="What was asked for: explicit ids, or the agent and filter; for a retry, the job retried (`retryOf`) "
+        "and the statuses of its items taken."
+    )
     requested_by: str = strawberry.field(description="The prefix of the API key that asked.")
     cancel_requested_at: datetime | None
     created_at: datetime
@@ -155,6 +182,18 @@ class RerunJob:
     @strawberry.field
     async def agent(self, info: Info) -> Agent:
         return await _load_agent(info, self._row["agent_id"])
+
+    @strawberry.field(description="The job this one retries (retryRerun); null for a job rerunAnalysis created.")
+    async def retry_of(self, info: Info) -> RerunJob | None:
+        retried = self._row["targets"].get("retryOf")
+        if retried is None:
+            return None
+        row = await info.context.loaders.rerun_job.load(retried)
+        return RerunJob.from_row(row) if row is not None else None
+
+    @strawberry.field(description="The jobs that retry this one, newest first.")
+    async def retries(self, info: Info) -> list[RerunJob]:
+        return [RerunJob.from_row(row) for row in await info.context.loaders.retries.load(self._row["job_id"])]
 
     @strawberry.field(description="The job's items in order, optionally only some statuses.")
     async def items(
@@ -191,6 +230,7 @@ class RerunJob:
             estimated_output_tokens=row["estimated_output_tokens"],
             cost_usd=row["cost_usd"],
             config_version=row["config_version"],
+            config_source=RerunConfigSource(snapshot.get(SOURCE_KEY, RerunConfigSource.DRAFT.value)),
             config=AnalysisConfig.from_row(snapshot),
             targets=row["targets"],
             requested_by=row["requested_by"],
@@ -217,8 +257,8 @@ class RerunProgress(SharedEvent):
 
 @strawberry.input(
     description="What to rerun: explicit `callIds`/`chatIds`, or an `agentId` with an optional `filter`, not both. "
-    "A job runs one agent's latest draft config, so explicit ids of several agents are refused (BAD_USER_INPUT); "
-    "send one request per agent."
+    "A job runs one agent's latest draft config (or, with `configVersion`, one of its published versions), so explicit "
+    "ids of several agents are refused (BAD_USER_INPUT); send one request per agent."
 )
 class RerunAnalysisInput:
     call_ids: list[strawberry.ID] | None = None
@@ -232,6 +272,17 @@ class RerunAnalysisInput:
     idempotency_key: str | None = strawberry.field(
         default=None, description="A retried request with the same key returns the job the first one created."
     )
+    config_version: int | None = strawberry.field(
+        default=None,
+        description="Rerun with this published version's config instead of the latest draft's (the default). "
+        "NOT_FOUND when the agent has no such version; BAD_USER_INPUT for the latest draft's own number (a draft "
+        "can still change: leave configVersion out to use it).",
+    )
+
+
+def _check_idempotency_key(key: str | None, argument: str) -> None:
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
+        raise BadUserInput(f"`idempotencyKey` takes 1 to {MAX_IDEMPOTENCY_KEY} characters.", argument=argument)
 
 
 async def _targets(info: Info, workspace_id: int, input: RerunAnalysisInput) -> Selection:
@@ -265,8 +316,7 @@ class RerunMutations:
         workspace = info.context.require_workspace()
         if input.max_cost_usd is not None and input.max_cost_usd < 0:
             raise BadUserInput("`maxCostUsd` must be zero or more.", argument="input.maxCostUsd")
-        if input.idempotency_key is not None and not (0 < len(input.idempotency_key) <= MAX_IDEMPOTENCY_KEY):
-            raise BadUserInput(f"`idempotencyKey` takes 1 to {MAX_IDEMPOTENCY_KEY} characters.", argument="input.idempotencyKey")
+        _check_idempotency_key(input.idempotency_key, "input.idempotencyKey")
         targets = await _targets(info, workspace.id, input)
         plan = await create_rerun(
             db=info.context.db,
@@ -276,14 +326,65 @@ class RerunMutations:
             dry_run=input.dry_run,
             max_cost_usd=input.max_cost_usd,
             idempotency_key=input.idempotency_key,
+            config_version=input.config_version,
         )
         if plan.job is None:
             return RerunAnalysisPayload(job=None, estimate=RerunEstimate.of(plan.estimate), reused=False)
         if not plan.reused:
             log.info(
                 "rerun_job_created", job=plan.job["job_id"], agent=targets.agent_id, items=plan.job["total"],
-                draft_version=plan.job["config_version"], estimated_cost_usd=plan.estimate.cost_usd,
+                config_version=plan.job["config_version"], config_source=plan.estimate.config_source,
+                estimated_cost_usd=plan.estimate.cost_usd,
             )
+            info.context.services.wake_workers()
+        return RerunAnalysisPayload(job=RerunJob.from_row(plan.job), estimate=RerunEstimate.of(plan.estimate), reused=plan.reused)
+
+    @strawberry.mutation(
+        description="Rerun the items of a finished job that ended in these statuses, as a new job with the same config "
+        "snapshot (not today's draft), linked to it (`retryOf`, `retries`). CONFLICT while the job is queued or running; "
+        "BAD_USER_INPUT when no item is in these statuses. Charged like any rerun."
+    )
+    async def retry_rerun(
+        self,
+        info: Info,
+        job_id: strawberry.ID,
+        statuses: Annotated[
+            list[RerunItemStatus] | None,
+            strawberry.argument(description="Which items to take: FAILED, CANCELED or both (the default; also for null)."),
+        ] = [RerunItemStatus.FAILED, RerunItemStatus.CANCELED],  # noqa: B006 (read, never changed)
+        idempotency_key: Annotated[
+            str | None, strawberry.argument(description="A retried request with the same key returns the job the first one created.")
+        ] = None,
+        max_cost_usd: Annotated[
+            Decimal | None,
+            strawberry.argument(description="Refuse (LIMIT_EXCEEDED, nothing created) when the estimate is above it."),
+        ] = None,
+    ) -> RerunAnalysisPayload:
+        workspace = info.context.require_workspace()
+        if statuses is None:
+            statuses = [RerunItemStatus(s) for s in RETRYABLE_STATUSES]
+        wrong = [s.value for s in statuses if s.value not in RETRYABLE_STATUSES]
+        if wrong or not statuses:
+            raise BadUserInput(
+                f"retryRerun takes FAILED and CANCELED items, not {', '.join(wrong) or 'an empty list'}: PENDING and "
+                "RUNNING items still run in their job, and SUCCEEDED ones have their result (rerun those with rerunAnalysis).",
+                argument="statuses",
+            )
+        if max_cost_usd is not None and max_cost_usd < 0:
+            raise BadUserInput("`maxCostUsd` must be zero or more.", argument="maxCostUsd")
+        _check_idempotency_key(idempotency_key, "idempotencyKey")
+        plan = await retry_rerun(
+            db=info.context.db,
+            workspace_id=workspace.id,
+            job_id=job_id,
+            statuses=[s.value for s in statuses],
+            requested_by=info.context.key_prefix or "unknown",
+            max_cost_usd=max_cost_usd,
+            idempotency_key=idempotency_key,
+        )
+        if not plan.reused:
+            log.info("rerun_job_created", job=plan.job["job_id"], retry_of=job_id, items=plan.job["total"],
+                     estimated_cost_usd=plan.estimate.cost_usd)
             info.context.services.wake_workers()
         return RerunAnalysisPayload(job=RerunJob.from_row(plan.job), estimate=RerunEstimate.of(plan.estimate), reused=plan.reused)
 
@@ -344,11 +445,21 @@ async def _progress(info: Info, workspace_id: int, job_id: str) -> AsyncGenerato
         yield RerunProgress(job=RerunJob.from_row(job), item=None)
         if job["status"] in FINAL_STATUSES:
             return
+        # An event another subscriber of the same document and variables has executed goes to the socket as its
+        # stored bytes; the others go through the executor (which stores them for the rest).
+        sink = shared_event_sink.get()
+        key = shared_key(info._raw_info.operation, info._raw_info.variable_values) if sink is not None else None
         async for event in subscriber.events(after=finished_count(job)):
-            if event.view is None:
+            view = event.view
+            if view is None:
                 item = RerunItem.from_row(event.item, event.result) if event.item is not None else None
-                event.view = RerunProgress(job=RerunJob.from_row(event.job), item=item)
-            yield event.view
+                view = event.view = RerunProgress(job=RerunJob.from_row(event.job), item=item)
+            if key is not None:
+                payload = view.shared_payload(key)
+                if payload is not None:
+                    await sink(payload)
+                    continue
+            yield view
 
 
 __all__ = ["RerunMutations", "RerunQueries", "Subscription", "estimate_of"]

@@ -43,6 +43,43 @@ UPDATE rerun_jobs SET total = (SELECT count(*) FROM inserted)
 WHERE job_id = :job_id
 RETURNING *, pg_notify('rerun_queued', job_id) IS NULL AS notified;
 
+-- rerun_retry_targets --
+-- The conversations a retry takes (a fragment): the items of the retried job in the statuses asked for, whose
+-- conversation can still be analyzed (:statuses), each with its current result.
+FROM rerun_items i
+JOIN conversations c ON c.workspace_id = i.workspace_id AND c.conversation_id = i.conversation_id
+LEFT JOIN analysis_results r
+       ON r.workspace_id = c.workspace_id AND r.conversation_id = c.conversation_id AND r.is_current
+WHERE i.workspace_id = :workspace_id AND i.job_id = :retry_of AND i.status = ANY(:item_statuses::text[])
+  AND c.status = ANY(:statuses::text[]);
+
+-- rerun_retry_estimate --
+-- How many conversations a retry takes and how many characters their transcripts hold.
+SELECT count(*)::int AS conversations, COALESCE(sum(length(c.transcript)), 0)::bigint AS transcript_chars
+{{rerun_retry_targets}};
+
+-- rerun_retry_items_insert --
+-- A retry's items, in the retried job's order; the job's total is what was inserted (see rerun_items_insert).
+WITH inserted AS (
+    INSERT INTO rerun_items (job_id, seq, workspace_id, conversation_id, previous_result_id)
+    SELECT :job_id, row_number() OVER (ORDER BY i.seq), :workspace_id, c.conversation_id, r.id
+    {{rerun_retry_targets}}
+    RETURNING 1
+)
+UPDATE rerun_jobs SET total = (SELECT count(*) FROM inserted)
+WHERE job_id = :job_id
+RETURNING *, pg_notify('rerun_queued', job_id) IS NULL AS notified;
+
+-- rerun_jobs_by_ids --
+-- Jobs of this workspace by id, for the job loader (a retry's retryOf).
+SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = ANY(:job_ids::text[]);
+
+-- rerun_job_retries --
+-- The retries of these jobs (targets.retryOf), newest first.
+SELECT * FROM rerun_jobs
+WHERE workspace_id = :workspace_id AND targets->>'retryOf' = ANY(:job_ids::text[])
+ORDER BY created_at DESC, job_id DESC;
+
 -- rerun_job_get --
 -- One job of this workspace.
 SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND job_id = :job_id;
