@@ -295,8 +295,10 @@ async def fanout(args: argparse.Namespace, db_url: str, key: str, data_dir: Path
             worker = ServerProcess(db_url=db_url, data_dir=data_dir, env=worker_env, command="worker")
             worker.wait_ready()
             run_started = time.perf_counter()
+            cpu_started = server_cpu_seconds(server.process.pid)
             results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=600)
             run_s = time.perf_counter() - run_started
+            cpu_s = server_cpu_seconds(server.process.pid) - cpu_started
             worker.stop()
             errors = [r for r in results if isinstance(r, Exception)]
             peak_kib = vm_kib(server.process.pid, "VmHWM")
@@ -315,11 +317,14 @@ async def fanout(args: argparse.Namespace, db_url: str, key: str, data_dir: Path
         "delay_p99_ms": round(percentile(delays, 99) * 1000, 1),
         "delay_max_ms": round(max(delays) * 1000, 1) if delays else None,
         "server_peak_rss_mib": round(peak_kib / 1024, 1),
+        "server_cpu_seconds": round(cpu_s, 2),
+        "server_cpu_us_per_event": round(cpu_s / len(delays) * 1e6, 1) if delays else None,
     }
     print(
         f"{len(delays)}/{expected} item events, {done[0]}/{args.subscribers} streams completed, {len(errors)} errors, "
         f"in {run_s:.1f}s; commit-to-subscriber delay p50 {figures['delay_p50_ms']} ms, p99 {figures['delay_p99_ms']} ms, "
-        f"max {figures['delay_max_ms']} ms; server peak RSS {peak_kib / 1024:.0f} MiB"
+        f"max {figures['delay_max_ms']} ms; server peak RSS {peak_kib / 1024:.0f} MiB, "
+        f"server CPU {cpu_s:.1f}s ({cpu_s / run_s:.2f} cores, {figures['server_cpu_us_per_event']} us per event delivered)"
     )
     if errors:
         print(f"first error: {errors[0]!r}")
