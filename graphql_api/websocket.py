@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from json import JSONDecodeError
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 import structlog
 
+from graphql_api.schema.execution import shared_event_sink
 from graphql_api.workspaces import PREFIX_LENGTH, bearer_key
 
 if TYPE_CHECKING:
@@ -204,6 +206,18 @@ class _SocketRules:
     async def send_message(self, message: Any) -> None:
         await super().send_message(self._with_codes(message))  # type: ignore[misc]
 
+    def _shared_event_sink(self, head: bytes, is_open: Callable[[], bool]) -> Callable[[bytes], Awaitable[None]]:
+        """Sends an encoded payload as `head` + payload + "}" (the message the handler would build for it, in the
+        same bytes), while the operation is open, its socket too and its key not revoked."""
+        websocket, context = self.websocket, self.context
+
+        async def send(payload: bytes) -> None:
+            if is_open() and context.workspace is not None and not websocket.closed:
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                    await websocket.ws.send_text((head + payload + b"}").decode())
+
+        return send
+
     def _coded(self, error: Any) -> Any:
         """A formatted error with a contract code: the protocol handlers' own errors (an operation limit, a malformed
         message) come without one."""
@@ -240,6 +254,12 @@ class TransportWSHandler(_SocketRules, BaseGraphQLTransportWSHandler):
         super().__init__(**kwargs)
         self.connection_init_wait_timeout = timedelta(seconds=self.settings.ws_init_timeout_s)
 
+    async def run_operation(self, operation: Operation) -> None:
+        # The operation's own task: the subscription's events may go out through this sink.
+        head = b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":'
+        shared_event_sink.set(self._shared_event_sink(head, lambda: not operation.completed))
+        await super().run_operation(operation)
+
 
 class LegacyWSHandler(_SocketRules, BaseGraphQLWSHandler):
     """graphql-ws (subscriptions-transport-ws): a refusal is a coded connection_error, then the same close codes;
@@ -248,6 +268,13 @@ class LegacyWSHandler(_SocketRules, BaseGraphQLWSHandler):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._init_received = False
+
+    async def handle_async_results(self, operation_id: str, query: str, operation_name: str | None,
+                                   variables: dict[str, object] | None) -> None:
+        # The operation's own task: the subscription's events may go out through this sink.
+        head = b'{"type":"data","id":' + orjson.dumps(operation_id) + b',"payload":'
+        shared_event_sink.set(self._shared_event_sink(head, lambda: operation_id in self.subscriptions))
+        await super().handle_async_results(operation_id, query, operation_name, variables)
 
     async def handle(self) -> None:
         timeout = asyncio.create_task(self._close_unless_initialised())

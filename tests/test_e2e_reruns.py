@@ -173,3 +173,55 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_does_nothing_twice(db_u
     assert "rerun_worker_started" in survivor.log()
     # The killed worker's in-flight items were asked of the model twice, but stored and charged once.
     assert len(gemini.requests) > 12
+
+
+async def _raw_subscriber(url: str, key: str, protocol: str, job_id: str, frames: list[str], ready: asyncio.Event) -> None:
+    import websockets
+
+    legacy = protocol == WebsocketsTransport.APOLLO_SUBPROTOCOL
+    async with websockets.connect(url, subprotocols=[protocol]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
+        while json.loads(await ws.recv())["type"] != "connection_ack":
+            pass
+        payload = {"query": SUBSCRIPTION, "variables": {"id": job_id}}
+        await ws.send(json.dumps({"id": "1", "type": "start" if legacy else "subscribe", "payload": payload}))
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] == "ka":
+                continue
+            if message["type"] == "complete":
+                return
+            if message["payload"]["data"]["rerunProgress"]["item"] is None:
+                ready.set()  # the snapshot: each subscriber's own
+                continue
+            frames.append(raw)
+
+
+async def test_subscribers_of_one_document_get_the_same_bytes_of_each_event(db_url, tmp_path, gemini) -> None:
+    key = _setup(db_url, tmp_path, calls=4)
+    gemini.delay_s = 0.3
+    protocols = [WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL] * 2 + [WebsocketsTransport.APOLLO_SUBPROTOCOL] * 2
+    with ServerProcess(db_url=db_url, data_dir=tmp_path, env=_gemini_env(gemini, RUN_WORKERS="0")) as server:
+        job = await _start_job(server, key, agentId="agent_voice1")
+        url = server.base_url.replace("http", "ws") + "/graphql"
+        frames: list[list[str]] = [[] for _ in protocols]
+        ready = [asyncio.Event() for _ in protocols]
+        tasks = [asyncio.create_task(_raw_subscriber(url, key, p, job["id"], f, r)) for p, f, r in zip(protocols, frames, ready)]
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 30)
+        with ServerProcess(db_url=db_url, data_dir=tmp_path, env=_gemini_env(gemini, ANALYSIS_CONCURRENCY="2"), command="worker"):
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        log = server.log()
+    assert "Traceback" not in log
+    assert [len(f) for f in frames] == [4] * 4
+    # One execution per event: the same bytes on both sockets of a protocol, the same payload on all four, in
+    # the messages the protocols define (orjson re-encodes each to the same bytes: same keys, same order).
+    assert frames[0] == frames[1] and frames[2] == frames[3]
+    for transport, legacy in zip(frames[0], frames[2]):
+        payload = json.loads(transport)["payload"]
+        assert list(json.loads(transport)) == ["id", "type", "payload"] and json.loads(transport)["type"] == "next"
+        assert list(json.loads(legacy)) == ["type", "id", "payload"] and json.loads(legacy)["type"] == "data"
+        assert json.loads(legacy)["payload"] == payload and list(payload) == ["data"]
+        assert transport == json.dumps(json.loads(transport), separators=(",", ":"), ensure_ascii=False)
+    items = [json.loads(f)["payload"]["data"]["rerunProgress"] for f in frames[0]]
+    assert [i["job"]["succeeded"] for i in items] == [1, 2, 3, 4]
+    assert all(i["item"]["result"]["trigger"] == "RERUN" for i in items)

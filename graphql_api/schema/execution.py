@@ -10,10 +10,15 @@
 - A rerun's progress event goes to every subscriber of the job. Subscribers that sent the same
   document with the same variables get the same answer, so the first one to execute it stores the
   result on the event and the others reuse it: fan-out costs a send per subscriber, not an execution.
+  Over WebSocket an event already executed without errors goes straight to the socket as the bytes
+  stored with it (`shared_event_sink`), past graphql-core's and Strawberry's per-event layers.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -58,6 +63,18 @@ def _plain_leaf(parent_type: GraphQLObjectType, field_name: str) -> tuple[str, A
     return plain
 
 
+# The WebSocket protocol handler sets this in the task of each operation: it sends a shared event's encoded
+# `payload` ({"data": ...}) to the operation's subscriber as a `next` (or `data`) message.
+shared_event_sink: ContextVar[Callable[[bytes], Awaitable[None]] | None] = ContextVar("shared_event_sink", default=None)
+
+
+def shared_key(operation: Any, variable_values: Any) -> tuple[int, bytes]:
+    """Which subscribers share a result: the same parsed document (documents are cached) and variables."""
+    # The coerced values (a dict): the VariableValues tuple itself would be encoded through its repr.
+    variables = getattr(variable_values, "coerced", variable_values)
+    return (id(operation), orjson.dumps(variables, option=orjson.OPT_SORT_KEYS, default=str))
+
+
 class SharedEvent:
     """Mixed into a subscription payload whose result may be shared by subscribers."""
 
@@ -67,6 +84,12 @@ class SharedEvent:
             cache = self.__dict__["_shared_results"] = {}
         return cache
 
+    def shared_payload(self, key: tuple[int, bytes]) -> bytes | None:
+        """The encoded payload of this event for `key`, once a subscriber has executed it without errors."""
+        cache = self.__dict__.get("_shared_results")
+        hit = cache.get(key) if cache is not None else None
+        return hit[2] if hit is not None else None
+
 
 class _Cached:
     """Stands in for a per-event executor when the event's result is already known."""
@@ -75,6 +98,8 @@ class _Cached:
         self.result = result
 
     def execute_operation(self, *_: Any, **__: Any) -> Any:
+        if isinstance(self.result, asyncio.Future):  # still being executed for another subscriber
+            return asyncio.shield(self.result)
         return self.result
 
 
@@ -160,9 +185,10 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
 
     def _shared_key(self) -> tuple[int, bytes]:
-        # The coerced values (a dict): the VariableValues tuple itself would be encoded through its repr.
-        variables = getattr(self.variable_values, "coerced", self.variable_values)
-        return (id(self.operation), orjson.dumps(variables, option=orjson.OPT_SORT_KEYS, default=str))
+        key = self.__dict__.get("_shared_key_value")
+        if key is None:
+            key = self.__dict__["_shared_key_value"] = shared_key(self.operation, self.variable_values)
+        return key
 
     def build_per_event_executor(self, payload: Any) -> Any:
         if isinstance(payload, SharedEvent):
@@ -173,7 +199,9 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         reset = getattr(self.context_value, "reset_loaders", None)
         if reset is not None:
             reset()
-        return super().build_per_event_executor(payload)
+        executor = super().build_per_event_executor(payload)
+        executor.__dict__["_shared_key_value"] = self._shared_key()
+        return executor
 
     def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
         payload = self.root_value
@@ -186,15 +214,22 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         result = super().execute_operation(*args, **kwargs)
 
         def shared(done: Any) -> Any:
+            encoded = None
             if encode_once and done.data is not None:
                 # Encoded once here; each subscriber's message embeds the same bytes.
                 done.data = orjson.Fragment(orjson.dumps(done.data))
-            cache[key] = (self.operation, done)
+                if not done.errors and not done.extensions:
+                    encoded = orjson.dumps({"data": done.data})
+            cache[key] = (self.operation, done, encoded)
             return done
 
         if self.is_awaitable(result):
             async def store() -> Any:
                 return shared(await result)
 
-            return store()
+            # Subscribers arriving while it runs wait for this one execution rather than start their own; it
+            # runs as a task of its own, so a subscriber that goes away does not cancel it for the others.
+            running = asyncio.ensure_future(store())
+            cache[key] = (self.operation, running, None)
+            return asyncio.shield(running)
         return shared(result)
