@@ -204,6 +204,8 @@ CHAT = f"""id chatType chatStatus startedAt endedAt transcript metadata messages
 PAGE_INFO = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor __typename }"
 JOB = f"""id status total succeeded failed canceled pending estimatedCostUsd estimatedInputTokens estimatedOutputTokens
   costUsd configVersion configSource config {{ {CONFIG} }} targets requestedBy cancelRequestedAt createdAt startedAt finishedAt
+  impact {{ compared withoutPreviousResult flippedToSuccessful flippedToUnsuccessful sentimentChanged
+    customDataChanged {{ name changed __typename }} __typename }}
   agent {{ id name }} retryOf {{ id status configVersion configSource targets }} retries {{ id configSource targets retryOf {{ id }} }}
   items(first: 100) {{ edges {{ cursor node {{ conversationId status error attempts startedAt finishedAt
     result {{ {ANALYSIS} }} previousResult {{ id summary }} call {{ id callStatus analysis {{ id }} }} chat {{ id }} }} }}
@@ -271,6 +273,10 @@ def test_by_id_roots_and_walks_answer_alike(world: World) -> None:
     cursor = first[0]["rerunJob"]["items"]["pageInfo"]["endCursor"]
     assert_same(world, 'query($id: ID!, $after: String) { rerunJob(id: $id) { items(first: 3, after: $after, status: [SUCCEEDED, FAILED]) '
                        '{ nodes { conversationId status } pageInfo { hasNextPage hasPreviousPage } } } }', {"id": job, "after": cursor})
+    impacts = [assert_same(world, "query($id: ID!) { rerunJob(id: $id) { succeeded impact { compared flippedToSuccessful "
+                                  "flippedToUnsuccessful sentimentChanged customDataChanged { name changed } } } }", {"id": j})
+               for j in ids["job"]]
+    assert any(i[0]["rerunJob"]["impact"]["compared"] for i in impacts)  # compiled, and over real results
 
 
 def test_the_other_workspace_is_never_seen(world: World) -> None:

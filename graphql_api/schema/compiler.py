@@ -650,6 +650,31 @@ def _item_conversation(kind: str) -> Callable[[_Builder, Sel, _Scope], str]:
                   f"AND {c('kind')} = '{kind}'", nullable=True)
 
 
+_IMPACT_KEYS = {"compared": "compared", "withoutPreviousResult": "without_previous_result",
+                "flippedToSuccessful": "flipped_to_successful", "flippedToUnsuccessful": "flipped_to_unsuccessful",
+                "sentimentChanged": "sentiment_changed"}
+_FIELD_IMPACT = {"__typename": lambda _v: "'CustomFieldImpact'", "name": lambda v: f"{v}->'name'",
+                 "changed": lambda v: f"{v}->'changed'"}
+
+
+def _impact(builder: _Builder, sel: Sel, scope: _Scope) -> str:
+    """RerunJob.impact: the jsonb of rerun_impact (migration 011) as of the job row's counters, like the loader."""
+    m = builder.alias("m")
+    parts = []
+    for field in sel.children:
+        if field.name == "__typename":
+            value = "'RerunImpact'"
+        elif field.name == "customDataChanged":
+            value = _elements(builder, field, f"{m}.v->'custom_data_changed'", lambda v, f: _FIELD_IMPACT[f.name](v))
+        elif field.name in _IMPACT_KEYS:
+            value = f"{m}.v->'{_IMPACT_KEYS[field.name]}'"
+        else:
+            raise Unsupported(f"RerunImpact.{field.name}")
+        parts.append(f"{_literal(field.key)}, {value}")
+    return (f"(SELECT json_build_object({', '.join(parts)}) "
+            f"FROM rerun_impact({scope('job_id')}, {scope('succeeded')} + {scope('failed')}) AS {m}(v))")
+
+
 _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
     "Agent": {
         "id": _leaf("agent_id"),
@@ -733,6 +758,7 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
         "finishedAt": _leaf("finished_at", _instant),
         "agent": _agent_of("agent_id"),
         "items": _rerun_items,
+        "impact": _impact,
         "retryOf": lambda b, sel, s: b.one(
             "RerunJob", sel, "rerun_jobs",
             lambda j: f"{j('workspace_id')} = $1::bigint AND {j('job_id')} = ({s('targets')}->>'retryOf')", nullable=True),

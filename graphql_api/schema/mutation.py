@@ -10,6 +10,7 @@ import strawberry
 from graphql_api import agents
 from graphql_api.analysis.config import PROMPT_KEYS
 from graphql_api.schema.context import Info
+from graphql_api.schema.impact import ImpactMutations
 from graphql_api.schema.reruns import RerunMutations
 from graphql_api.schema.webhooks import WebhookMutations
 from graphql_api.analyses import run_preview
@@ -76,7 +77,7 @@ def _changes(input: AnalysisConfigInput) -> dict:
 
 
 @strawberry.type
-class Mutation(RerunMutations, WebhookMutations):
+class Mutation(RerunMutations, WebhookMutations, ImpactMutations):
     @strawberry.mutation(
         description="Edit the analysis config of the agent's latest draft, all or nothing. Published versions can't be edited."
     )

@@ -30,6 +30,7 @@ from graphql_api.schema.context import Info
 from graphql_api.schema.execution import SharedEvent, shared_event_sink, shared_key
 from graphql_api.schema.pagination import Connection, Keyset, decode_position, encode_position, page_of, page_size
 from graphql_api.schema.filters import ConversationFilter, selection_of
+from graphql_api.schema.impact import RerunImpact
 from graphql_api.schema.types import (
     Agent,
     AnalysisConfig,
@@ -194,6 +195,14 @@ class RerunJob:
     @strawberry.field(description="The jobs that retry this one, newest first.")
     async def retries(self, info: Info) -> list[RerunJob]:
         return [RerunJob.from_row(row) for row in await info.context.loaders.retries.load(self._row["job_id"])]
+
+    @strawberry.field(
+        description="Its succeeded items' results against the ones they replaced, as of the job's counters "
+        "(it grows as items finish, and comes with each rerunProgress event)."
+    )
+    async def impact(self, info: Info) -> RerunImpact:
+        row = await info.context.loaders.rerun_impact.load((self._row["job_id"], finished_count(self._row)))
+        return RerunImpact.of(row["impact"])
 
     @strawberry.field(description="The job's items in order, optionally only some statuses.")
     async def items(

@@ -29,3 +29,16 @@ SELECT EXISTS (
 INSERT INTO charges (workspace_id, analysis_result_id, conversation_id, model, input_tokens, output_tokens, amount_usd,
                      reason, waived, error)
 VALUES (:workspace_id, NULL, :conversation_id, :model, :input_tokens, :output_tokens, :cost_usd, :reason, :waived, :error);
+
+-- preview_sample --
+-- Up to :size conversations a sample preview takes (a rerun's targets), in an order drawn from :seed (the same
+-- seed over the same conversations picks the same ones), with their current result and how many matched.
+SELECT c.workspace_id, c.conversation_id, c.kind, c.agent_id, c.agent_version, c.status, c.transcript,
+       c.utterances, c.disconnection_reason, r.id AS current_result_id, count(*) OVER ()::int AS matched
+{{rerun_targets}}
+ORDER BY md5(:seed::int::text || '/' || c.conversation_id), c.conversation_id
+LIMIT :size;
+
+-- analysis_impact_of --
+-- The impact of these results over the ones they replace (parallel arrays; see analysis_impact, migration 011).
+SELECT analysis_impact(:previous_ids::bigint[], :result_ids::bigint[]) AS impact;

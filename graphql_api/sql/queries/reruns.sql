@@ -234,3 +234,10 @@ SELECT job_id, status FROM rerun_jobs
 WHERE workspace_id = :workspace_id AND request_hash = :request_hash AND config_snapshot = :config_snapshot::jsonb
   AND status IN ('QUEUED', 'RUNNING') AND cancel_requested_at IS NULL
 LIMIT 1;
+
+-- rerun_impacts --
+-- The impact of each of these jobs of this workspace over its succeeded items, counting the first :uptos[i] items
+-- to finish (parallel arrays; see rerun_impact, migration 011), for the impact loader.
+SELECT j.job_id, k.upto, rerun_impact(j.job_id, k.upto) AS impact
+FROM unnest(:job_ids::text[], :uptos::int[]) AS k (job_id, upto)
+JOIN rerun_jobs j ON j.job_id = k.job_id AND j.workspace_id = :workspace_id;
