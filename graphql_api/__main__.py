@@ -292,7 +292,11 @@ _ENVIRONMENT = {
     "ENVIRONMENT": "production turns introspection and GraphiQL off",
     "RUN_WORKERS": "0: serve the API only, reruns left to worker processes",
     "ACCESS_LOG": "1: uvicorn's per-request access log",
-    "DB_POOL_MAX": "connections in the query pool",
+    "DB_POOL_MAX": "connections in each pool (the read engine's, and the one for the rest)",
+    "READ_ENGINE": "0: every field by its resolver, no compiled SQL",
+    "WEBHOOK_MAX_ATTEMPTS": "attempts at delivering a webhook event before giving up",
+    "WEBHOOK_TIMEOUT_S": "seconds one webhook delivery may take",
+    "WEBHOOK_POLL_S": "how often due webhook deliveries are looked for",
     "GEMINI_API_KEY": "analyze with Gemini; unset: the offline analyzer",
     "GEMINI_BASE_URL": "a Gemini-compatible endpoint",
     "ANALYSIS_CONCURRENCY": "analyses run at once",
@@ -300,8 +304,9 @@ _ENVIRONMENT = {
 }
 _DATABASE_ENV = ("DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "LOG_FORMAT")
 _ANALYSIS_ENV = ("GEMINI_API_KEY", "GEMINI_BASE_URL", "ANALYSIS_CONCURRENCY")
-_WORKER_ENV = (*_DATABASE_ENV, *_ANALYSIS_ENV, "RERUN_LEASE_SECONDS", "DB_POOL_MAX")
-_SERVE_ENV = (*_WORKER_ENV, "HOST", "PORT", "RUN_WORKERS", "ENVIRONMENT", "ACCESS_LOG")
+_WEBHOOK_ENV = ("WEBHOOK_MAX_ATTEMPTS", "WEBHOOK_TIMEOUT_S", "WEBHOOK_POLL_S")
+_WORKER_ENV = (*_DATABASE_ENV, *_ANALYSIS_ENV, "RERUN_LEASE_SECONDS", "DB_POOL_MAX", *_WEBHOOK_ENV)
+_SERVE_ENV = (*_WORKER_ENV, "HOST", "PORT", "RUN_WORKERS", "ENVIRONMENT", "ACCESS_LOG", "READ_ENGINE")
 
 
 def setting_default(variable: str) -> object:
