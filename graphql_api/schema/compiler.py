@@ -347,15 +347,16 @@ class _Builder:
                 expr = f"coalesce(json_agg({self.obj(node_type, part.children, row)} ORDER BY p._n) {in_page}, '[]'::json)"
             elif part.name == "pageInfo":
                 info_parts = []
+                # Built only for the fields selected: a parameter no expression uses can't be typed by PostgreSQL.
+                page_info: dict[str, Callable[[], str]] = {
+                    "hasNextPage": lambda: f"coalesce(max(p._total), 0) > {limit}",
+                    "hasPreviousPage": lambda: self.param(sel, "has_after", "boolean"),
+                    "startCursor": lambda: f"max(CASE WHEN p._n = 1 AND p._n <= {limit} THEN {cursor(row)} END)",
+                    "endCursor": lambda: f"max(CASE WHEN p._n = least(p._total, {limit}) THEN {cursor(row)} END)",
+                    "__typename": lambda: "'PageInfo'",
+                }
                 for info in part.children:
-                    value = {
-                        "hasNextPage": f"coalesce(max(p._total), 0) > {limit}",
-                        "hasPreviousPage": self.param(sel, "has_after", "boolean") if info.name == "hasPreviousPage" else "",
-                        "startCursor": f"max(CASE WHEN p._n = 1 AND p._n <= {limit} THEN {cursor(row)} END)",
-                        "endCursor": f"max(CASE WHEN p._n = least(p._total, {limit}) THEN {cursor(row)} END)",
-                        "__typename": "'PageInfo'",
-                    }[info.name]
-                    info_parts.append(f"{_literal(info.key)}, {value}")
+                    info_parts.append(f"{_literal(info.key)}, {page_info[info.name]()}")
                 expr = f"json_build_object({', '.join(info_parts)})"
             else:
                 raise Unsupported(part.name)
