@@ -274,7 +274,8 @@ async def handle(view: GraphQLView, request: Request) -> Response:
 _VERIFY_ATTEMPTS = 5
 
 
-def _comparable(result: Any) -> tuple[Any, list[dict[str, Any]]]:
+def comparable_result(result: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """A result as READ_ENGINE_VERIFY and tests/test_read_engine.py compare it: plain JSON data, coded errors."""
     # Errors in any order: the resolvers' come in the order their fields finished.
     errors = sorted((with_code(error).formatted for error in result.errors or ()), key=lambda e: orjson.dumps(e))
     return orjson.loads(orjson.dumps(result.data)), errors
@@ -290,10 +291,10 @@ async def _verified(context: Context, result: Any, query: str, variables: Any, o
 
     async def run(read_engine: Any) -> Any:
         fresh = dataclasses.replace(context, read_engine=read_engine, compiled_roots=0, _loaders=None)
-        return _comparable(await schema.execute(query, variable_values=variables, context_value=fresh,
+        return comparable_result(await schema.execute(query, variable_values=variables, context_value=fresh,
                                                 operation_name=operation_name))
 
-    before = _comparable(result)
+    before = comparable_result(result)
     for attempt in range(_VERIFY_ATTEMPTS):
         expected = await run(None)
         if expected == before:

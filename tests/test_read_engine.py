@@ -28,10 +28,10 @@ from graphql_api.analysis.offline import OfflineAnalyzer
 from graphql_api.app import create_app
 from graphql_api.db import migrate, with_database
 from graphql_api.demo_data import generate_demo_records
+from graphql_api.http import comparable_result
 from graphql_api.importer import Importer
 from graphql_api.schema import schema
 from graphql_api.schema.context import Context
-from graphql_api.schema.extensions import with_code
 from graphql_api.workspaces import create_api_key
 from tests import conftest
 
@@ -62,13 +62,7 @@ class World:
     def both(self, query: str, variables: dict[str, Any] | None = None, workspace: Any = None) -> tuple[Any, Any, int]:
         compiled, roots = self.run(self.execute(query, variables, compiled=True, workspace=workspace))
         reference, _ = self.run(self.execute(query, variables, compiled=False, workspace=workspace))
-        return _comparable(compiled), _comparable(reference), roots
-
-
-def _comparable(result: Any) -> tuple[Any, list[dict[str, Any]]]:
-    # Errors in any order: the resolvers' come in the order their fields finished.
-    errors = sorted((with_code(error).formatted for error in result.errors or ()), key=lambda e: orjson.dumps(e))
-    return orjson.loads(orjson.dumps(result.data)), errors
+        return comparable_result(compiled), comparable_result(reference), roots
 
 
 JOB_INPUT = "mutation($input: RerunAnalysisInput!) { rerunAnalysis(input: $input) { job { id } } }"

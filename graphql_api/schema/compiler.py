@@ -28,13 +28,14 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLField, GraphQLList, GraphQLNonNull, GraphQLObjectType, OperationType
 from graphql.execution.collect_fields import collect_subfields
 from graphql.execution.values import get_argument_values
-from graphql.language import BooleanValueNode, DirectiveNode, FieldNode, VariableNode, visit, Visitor
+from graphql.language import DirectiveNode, FieldNode, VariableNode, visit, Visitor
 
 from graphql_api.analysis import base
 from graphql_api.reruns.planning import DRAFT, SOURCE_KEY
@@ -75,7 +76,7 @@ class Tree:
     roots: list[Sel]
     sites: list[Sel]
     operation: Any = None  # kept alive with the tree: the cache key holds its id
-    sites_below: dict[str, list[int]] = field(default_factory=dict)  # root key -> the sites of it and its fields
+    sites_below: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # root key -> the sites of it and its fields
     statements: _Lru | None = None  # per shape of the bound arguments
 
 
@@ -260,8 +261,7 @@ class _Scope:
 
 
 class _Builder:
-    def __init__(self, tree: Tree, bounds: list[Bound]):
-        self.tree = tree
+    def __init__(self, bounds: list[Bound]):
         self.bounds = bounds
         self.refs: list[tuple[int, str]] = [(-1, "workspace")]
         self.aliases = itertools.count(1)
@@ -783,9 +783,9 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
 }
 
 
-def build_statement(tree: Tree, bounds: list[Bound], roots: list[Sel]) -> Statement:
+def build_statement(bounds: list[Bound], roots: list[Sel]) -> Statement:
     """One statement for the root fields that compile; a root field that doesn't is left out of it."""
-    builder = _Builder(tree, bounds)
+    builder = _Builder(bounds)
     columns, guards, keys = [], [], []
     for sel in roots:
         refs = len(builder.refs)
@@ -849,7 +849,7 @@ class ReadEngine:
 
         def build() -> Statement | None:
             try:
-                return build_statement(tree, bounds, roots)  # type: ignore[arg-type]
+                return build_statement(bounds, roots)  # type: ignore[arg-type]
             except Unsupported:
                 return None  # remembered: the resolvers answer this shape
 
