@@ -128,6 +128,71 @@ def request_config(config: AnalysisConfig, kind: ConversationKind) -> types.Gene
     )
 
 
+def make_client(api_key: str, base_url: str | None, *, request_timeout_s: float,
+                max_connections: int | None = None) -> genai.Client:
+    """A Gemini Developer API client whose own retries are off, so the caller's policy is the only one."""
+    return genai.Client(
+        api_key=api_key,
+        vertexai=False,
+        http_options=types.HttpOptions(
+            base_url=base_url,
+            timeout=max(1, round(request_timeout_s * 1000)),
+            # attempts=1 turns tenacity off; a non-None retry_options also stops the SDK's implicit
+            # sleep-and-retry on aiohttp connection errors. Our callers' retry loops are the only retry.
+            retry_options=types.HttpRetryOptions(attempts=1),
+            async_client_args=_limits(max_connections) or None,
+        ),
+    )
+
+
+def backoff_delay(attempt: int, server_delay: float | None, *, base_delay_s: float, max_delay_s: float,
+                  jitter: Callable[[], float]) -> float:
+    """Seconds to wait after failed attempt `attempt` (1-based): the server's delay when it asked for one, else
+    exponential backoff with jitter; never more than `max_delay_s`."""
+    if server_delay is not None:
+        # At least what the server asked for, plus up to 10% so a burst of clients does not retry in step.
+        delay = server_delay * (1 + 0.1 * jitter())
+    else:
+        ceiling = base_delay_s * (2 ** (attempt - 1))
+        delay = ceiling / 2 + ceiling / 2 * jitter()  # "equal jitter"
+    return min(max_delay_s, delay)
+
+
+def parse_response(response: types.GenerateContentResponse, conversation: Conversation,
+                   config: AnalysisConfig) -> AnalysisOutcome:
+    """The typed outcome of one model answer (an interactive one or a batch's inline one), with its usage.
+
+    Raises a non-retryable AnalysisError carrying the usage when the model answered without usable output:
+    its tokens are charged all the same.
+    """
+    usage = response.usage_metadata
+    input_tokens = (usage.prompt_token_count or 0) if usage else 0
+    # Thinking tokens are billed at the output price, so they count as output.
+    output_tokens = ((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) if usage else 0
+    spent = Usage(config.model, input_tokens, output_tokens)
+    text = response.text
+    if not text:
+        candidate = response.candidates[0] if response.candidates else None
+        reason = candidate.finish_reason if candidate else getattr(response.prompt_feedback, "block_reason", None)
+        raise AnalysisError(f"gemini returned no text for {conversation.id} (reason: {reason})", usage=spent)
+    try:
+        parsed = parse_model_output(text, config, conversation.kind)
+    except AnalysisError as exc:
+        exc.usage = spent  # the model answered: its tokens are charged even though the answer is unusable
+        raise
+    outcome = AnalysisOutcome(
+        model=config.model,
+        summary=parsed["summary"],
+        successful=parsed["successful"],
+        user_sentiment=parsed["user_sentiment"],
+        in_voicemail=parsed["in_voicemail"],
+        custom_data=parsed["custom_data"],
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+    return apply_required_fields(outcome, config)
+
+
 class _Retryable(Exception):
     """A failed attempt worth another: a 429, 408 or 5xx answer (with the delay the server asked for), or a transport
     error."""
@@ -137,6 +202,23 @@ class _Retryable(Exception):
         self.status = status
         self.reason = reason
         self.server_delay = server_delay
+
+
+# What a google-genai call raises when it fails; classify_failure says what each means.
+CALL_FAILURES: tuple[type[BaseException], ...] = (errors.APIError, errors.UnknownApiResponseError, *_TRANSPORT_ERRORS)
+
+
+def classify_failure(exc: BaseException, subject: str) -> Exception:
+    """What a failed google-genai call (one of CALL_FAILURES) about `subject` means: _Retryable for a failure worth
+    another attempt (429, 408, 5xx, transport), else a non-retryable AnalysisError to raise at once."""
+    if isinstance(exc, errors.APIError):
+        reason = f"{exc.code} {exc.status}: {exc.message}"
+        if not is_retryable_status(exc.code):
+            return AnalysisError(f"gemini rejected the request for {subject}: {reason}", retryable=False, status=exc.code)
+        return _Retryable(exc.code, reason, server_retry_delay(exc))
+    if isinstance(exc, errors.UnknownApiResponseError):
+        return AnalysisError(f"gemini answered {subject} with a non-JSON body: {exc}")
+    return _Retryable(None, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 def _failure(state: RetryCallState) -> _Retryable:
@@ -170,31 +252,16 @@ class GeminiAnalyzer:
         self.max_delay_s = max_delay_s
         self._sleep = sleep
         self._jitter = jitter
-        self._client = genai.Client(
-            api_key=api_key,
-            vertexai=False,
-            http_options=types.HttpOptions(
-                base_url=base_url,
-                timeout=max(1, round(request_timeout_s * 1000)),
-                # attempts=1 turns tenacity off; a non-None retry_options also stops the SDK's implicit
-                # sleep-and-retry on aiohttp connection errors. analyze() below is the only retry.
-                retry_options=types.HttpRetryOptions(attempts=1),
-                async_client_args=_limits(max_connections) or None,
-            ),
-        )
+        self._client = make_client(api_key, base_url, request_timeout_s=request_timeout_s,
+                                   max_connections=max_connections)
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()
 
     def backoff_delay(self, attempt: int, server_delay: float | None) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based)."""
-        if server_delay is not None:
-            # At least what the server asked for, plus up to 10% so a burst of clients does not retry in step.
-            delay = server_delay * (1 + 0.1 * self._jitter())
-        else:
-            ceiling = self.base_delay_s * (2 ** (attempt - 1))
-            delay = ceiling / 2 + ceiling / 2 * self._jitter()  # "equal jitter"
-        return min(self.max_delay_s, delay)
+        return backoff_delay(attempt, server_delay, base_delay_s=self.base_delay_s, max_delay_s=self.max_delay_s,
+                             jitter=self._jitter)
 
     def _wait(self, state: RetryCallState) -> float:
         return self.backoff_delay(state.attempt_number, _failure(state).server_delay)
@@ -226,51 +293,12 @@ class GeminiAnalyzer:
                 retryable=True,
                 status=failed.status,
             ) from failed.__cause__
-        return self._outcome(response, conversation, config)
+        return parse_response(response, conversation, config)
 
     async def _request(self, conversation: Conversation, model: str, contents: Any,
                        generation_config: types.GenerateContentConfig) -> types.GenerateContentResponse:
         """One attempt: the answer, or _Retryable for a failure worth another attempt, or AnalysisError."""
         try:
             return await self._client.aio.models.generate_content(model=model, contents=contents, config=generation_config)
-        except errors.APIError as exc:
-            reason = f"{exc.code} {exc.status}: {exc.message}"
-            if not is_retryable_status(exc.code):
-                raise AnalysisError(
-                    f"gemini rejected the request for {conversation.id}: {reason}", retryable=False, status=exc.code
-                ) from exc
-            raise _Retryable(exc.code, reason, server_retry_delay(exc)) from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise _Retryable(None, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
-        except errors.UnknownApiResponseError as exc:
-            raise AnalysisError(f"gemini answered {conversation.id} with a non-JSON body: {exc}") from exc
-
-    @staticmethod
-    def _outcome(response: types.GenerateContentResponse, conversation: Conversation,
-                 config: AnalysisConfig) -> AnalysisOutcome:
-        usage = response.usage_metadata
-        input_tokens = (usage.prompt_token_count or 0) if usage else 0
-        # Thinking tokens are billed at the output price, so they count as output.
-        output_tokens = ((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) if usage else 0
-        spent = Usage(config.model, input_tokens, output_tokens)
-        text = response.text
-        if not text:
-            candidate = response.candidates[0] if response.candidates else None
-            reason = candidate.finish_reason if candidate else getattr(response.prompt_feedback, "block_reason", None)
-            raise AnalysisError(f"gemini returned no text for {conversation.id} (reason: {reason})", usage=spent)
-        try:
-            parsed = parse_model_output(text, config, conversation.kind)
-        except AnalysisError as exc:
-            exc.usage = spent  # the model answered: its tokens are charged even though the answer is unusable
-            raise
-        outcome = AnalysisOutcome(
-            model=config.model,
-            summary=parsed["summary"],
-            successful=parsed["successful"],
-            user_sentiment=parsed["user_sentiment"],
-            in_voicemail=parsed["in_voicemail"],
-            custom_data=parsed["custom_data"],
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
-        return apply_required_fields(outcome, config)
+        except CALL_FAILURES as exc:
+            raise classify_failure(exc, conversation.id) from exc
