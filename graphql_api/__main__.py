@@ -515,6 +515,11 @@ def rerun(
                                                    "--agent)")] = None,
     max_cost: Annotated[str | None, typer.Option(metavar="USD", help="refuse (LIMIT_EXCEEDED, exit 4, nothing "
                                                  "started) when the estimate is above it")] = None,
+    field: Annotated[list[str] | None, typer.Option(metavar="OUTPUT", help="recompute only this output (repeatable): "
+                                                    "summary, successful, userSentiment, inVoicemail or "
+                                                    "customData.NAME")] = None,
+    only_changed: Annotated[bool, typer.Option("--only-changed", help="per conversation, recompute only the outputs "
+                                               "whose prompt, field or model the draft changed")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="start without asking (needed without a terminal)")] = False,
     url: ServerUrl = client.DEFAULT_URL,
     key: ApiKey = None,
@@ -526,13 +531,14 @@ def rerun(
     terminal and without --yes it refuses, exit 2), starts the job with an idempotency key (a retried start never
     charges twice), follows it live and ends with a summary: succeeded, failed, canceled, cost, and the outcomes
     that flipped (successful true<->false). Targets: --agent with optional filters, or --call/--chat ids.
+    --field and --only-changed recompute some outputs only (smaller, cheaper requests); the rest is carried over.
     """
     if successful and unsuccessful:
         raise typer.BadParameter("give --successful or --unsuccessful, not both", param_hint="'--unsuccessful'")
     targets = client.RerunTargets(
         agent=agent, versions=version or [], started_after=started_after, started_before=started_before,
         status=status or [], successful=True if successful else False if unsuccessful else None,
-        sentiment=sentiment or [], calls=call or [], chats=chat or [])
+        sentiment=sentiment or [], calls=call or [], chats=chat or [], fields=field or None, only_changed=only_changed)
     _client(url, key, lambda server: client.rerun(server, targets, max_cost=max_cost, yes=yes))
 
 

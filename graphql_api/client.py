@@ -40,7 +40,7 @@ _EXIT_FOR_CODE = {
 }
 FINAL_STATUSES = frozenset({"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"})
 
-ESTIMATE_FIELDS = "conversations inputTokens outputTokens costUsd model configVersion"
+ESTIMATE_FIELDS = "conversations skipped inputTokens outputTokens costUsd model configVersion"
 JOB_FIELDS = "id status total succeeded failed canceled pending costUsd createdAt finishedAt agent { id name }"
 RESULT_FIELDS = "id trigger createdAt summary successful userSentiment inVoicemail customData agentVersion { version }"
 
@@ -172,8 +172,18 @@ class RerunTargets:
     sentiment: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     chats: list[str] = field(default_factory=list)
+    fields: list[str] | None = None  # the outputs to recompute; None for all
+    only_changed: bool = False
 
     def input(self) -> dict[str, Any]:
+        narrowing: dict[str, Any] = {}
+        if self.fields is not None:
+            narrowing["fields"] = self.fields
+        if self.only_changed:
+            narrowing["onlyChanged"] = True
+        return {**self._targets(), **narrowing}
+
+    def _targets(self) -> dict[str, Any]:
         if self.agent and (self.calls or self.chats):
             raise ClientError("give --agent with filters, or --call/--chat ids, not both", "BAD_USER_INPUT", USAGE)
         if self.calls or self.chats:
@@ -226,8 +236,11 @@ def rerun(client: Client, targets: RerunTargets, *, max_cost: str | None, yes: b
         request["maxCostUsd"] = max_cost
     dry = client.execute(RERUN, {"input": {**request, "dryRun": True}})["rerunAnalysis"]
     out.print(estimate_table(dry["estimate"]))
+    if dry["estimate"]["skipped"]:
+        out.print(f"{dry['estimate']['skipped']} conversations have nothing to recompute and are skipped")
     if dry["estimate"]["conversations"] == 0:
-        out.print("nothing to rerun: no finished conversation matches")
+        out.print("nothing to rerun: no finished conversation matches" if not dry["estimate"]["skipped"]
+                  else "nothing to recompute: their current results already come from this config")
         return OK
     if not yes:
         if not sys.stdin.isatty():

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from tests.conftest import data
+from tests.conftest import data, running_api
+from tests.factories import load
 
 FINAL = {"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"}
 
@@ -38,3 +41,17 @@ async def wait_final(api: Any, key: str, job_id: str, timeout: float = 60) -> di
         if time.monotonic() > deadline:
             raise AssertionError(f"job did not finish: {job}")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def gemini_api(db_url: str, gemini: Any, records: list[dict], **settings: Any) -> AsyncIterator[Any]:
+    """A running API whose analyzer is the real google-genai client against the Gemini test server, with `records`
+    imported into workspace "acme" (initial analyses by that analyzer) and `api.key` its key."""
+    async with running_api(
+        db_url, gemini_api_key="test-key", gemini_base_url=gemini.base_url, gemini_retry_base_delay_s=0.02,
+        gemini_max_attempts=2, analysis_concurrency=4, **settings,
+    ) as api:
+        api.key = await api.key_for("acme")
+        await load(api, "acme", records, analyzer=api.services.analyzer)
+        gemini.clear_requests()
+        yield api

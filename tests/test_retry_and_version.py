@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 
 from graphql_api.testing import ErrorReply
-from tests.conftest import data, error_codes, running_api
-from tests.factories import call, load, voice_agent
-from tests.reruns_helpers import RERUN, UPDATE, wait_final
+from tests.conftest import data, error_codes
+from tests.factories import call, voice_agent
+from tests.reruns_helpers import RERUN, UPDATE, gemini_api, wait_final
 
 
 def _agent(version: int, published: bool, prompt: str, model: str) -> dict:
@@ -56,13 +56,7 @@ class Failing:
 
 @pytest.fixture
 async def gapi(db_url, gemini):
-    async with running_api(
-        db_url, gemini_api_key="test-key", gemini_base_url=gemini.base_url, gemini_retry_base_delay_s=0.02,
-        gemini_max_attempts=2, analysis_concurrency=4,
-    ) as api:
-        api.key = await api.key_for("acme")
-        await load(api, "acme", RECORDS, analyzer=api.services.analyzer)
-        gemini.clear_requests()
+    async with gemini_api(db_url, gemini, RECORDS) as api:
         yield api
 
 

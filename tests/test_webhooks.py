@@ -167,6 +167,7 @@ async def test_a_finished_rerun_is_delivered_signed_with_its_figures_after_retri
             "kind": "CALL",
             "status": job["status"],
             "total": 3, "succeeded": job["succeeded"], "failed": job["failed"], "canceled": job["canceled"],
+            "skipped": 0,
             "cost_usd": job["costUsd"],
             "estimated_cost_usd": job["estimatedCostUsd"],
             "config_version": 1,

@@ -54,15 +54,46 @@ class DataField:
         )
 
 
+# The names of a config's outputs, as a rerun's `fields` and a result's provenance spell them: the presets in
+# AnalysisResult's GraphQL spelling, and each custom data field as "customData.<name>".
+SUMMARY, SUCCESSFUL, USER_SENTIMENT, IN_VOICEMAIL = "summary", "successful", "userSentiment", "inVoicemail"
+CUSTOM_PREFIX = "customData."
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """The effective config of one agent version: defaults already applied to unset prompts."""
+    """The effective config of one agent version: defaults already applied to unset prompts.
+
+    `outputs` narrows a request to some outputs (a rerun of only what changed): the model is asked for those
+    alone, with a smaller prompt and response schema. None asks for all of them.
+    """
 
     model: str
     summary_prompt: str = DEFAULT_SUMMARY_PROMPT
     successful_prompt: str = DEFAULT_SUCCESSFUL_PROMPT
     user_sentiment_prompt: str = DEFAULT_USER_SENTIMENT_PROMPT
     data_fields: tuple[DataField, ...] = ()
+    outputs: frozenset[str] | None = None
+
+    def asks(self, output: str) -> bool:
+        """Whether a request with this config asks the model for `output`."""
+        return self.outputs is None or output in self.outputs
+
+    def asked_fields(self) -> tuple[DataField, ...]:
+        """The custom data fields this request asks for."""
+        return tuple(f for f in self.data_fields if self.asks(CUSTOM_PREFIX + f.name))
+
+
+def output_names(config: AnalysisConfig, kind: ConversationKind) -> tuple[str, ...]:
+    """Every output a full analysis of a `kind` conversation with `config` produces, in response order."""
+    presets = (SUMMARY, SUCCESSFUL, USER_SENTIMENT) + ((IN_VOICEMAIL,) if kind == "CALL" else ())
+    return presets + tuple(CUSTOM_PREFIX + f.name for f in config.data_fields)
+
+
+def with_dependencies(outputs: set[str], config: AnalysisConfig) -> set[str]:
+    """`outputs` plus what they imply: a required field recomputed recomputes `successful`, which it decides."""
+    required = {CUSTOM_PREFIX + f.name for f in config.data_fields if f.required}
+    return outputs | {SUCCESSFUL} if outputs & required else set(outputs)
 
 
 @dataclass(frozen=True)
@@ -90,7 +121,7 @@ class AnalysisOutcome:
     model: str
     summary: str | None
     successful: bool | None
-    user_sentiment: Sentiment
+    user_sentiment: Sentiment | None  # None only when a narrowed request did not ask for it
     in_voicemail: bool | None
     custom_data: dict[str, Any] = field(default_factory=dict)
     input_tokens: int = 0
@@ -127,8 +158,13 @@ class Analyzer(Protocol):
 
 
 def apply_required_fields(outcome: AnalysisOutcome, config: AnalysisConfig) -> AnalysisOutcome:
-    """A required field left empty makes the conversation unsuccessful (product rule)."""
-    for f in config.data_fields:
+    """A required field left empty makes the conversation unsuccessful (product rule).
+
+    A narrowed request applies it to the fields it asked for; the rerun that merges such a result with the current
+    one applies it again over the merged fields (finish_rerun_item, migration 012)."""
+    if not config.asks(SUCCESSFUL):
+        return outcome
+    for f in config.asked_fields():
         if f.required and outcome.custom_data.get(f.name) in (None, ""):
             outcome.successful = False
     return outcome

@@ -12,6 +12,10 @@ from functools import lru_cache
 from typing import Any
 
 from graphql_api.analysis.base import (
+    IN_VOICEMAIL,
+    SUCCESSFUL,
+    SUMMARY,
+    USER_SENTIMENT,
     AnalysisConfig,
     AnalysisOutcome,
     Conversation,
@@ -72,6 +76,8 @@ def analyze_offline(conversation: Conversation, config: AnalysisConfig) -> Analy
         custom_data={f.name: _extract_field(f, turns, events) for f in config.data_fields},
     )
     apply_required_fields(outcome, config)
+    if config.outputs is not None:
+        _narrow(outcome, config)
     outcome.input_tokens = estimate_tokens(len(_prompt_text(config) + _transcript_text(conversation, turns)))
     result = {
         "summary": outcome.summary,
@@ -80,6 +86,9 @@ def analyze_offline(conversation: Conversation, config: AnalysisConfig) -> Analy
         "in_voicemail": outcome.in_voicemail,
         "custom_data": outcome.custom_data,
     }
+    if config.outputs is not None:  # a narrowed answer holds only what was asked
+        asked = {"summary": SUMMARY, "successful": SUCCESSFUL, "user_sentiment": USER_SENTIMENT, "in_voicemail": IN_VOICEMAIL}
+        result = {k: v for k, v in result.items() if (k == "custom_data" and v) or (k in asked and config.asks(asked[k]))}
     outcome.output_tokens = estimate_tokens(len(json.dumps(result, sort_keys=True, ensure_ascii=False, default=str)))
     return outcome
 
@@ -207,9 +216,33 @@ def _parse_turns(conversation: Conversation) -> list[_Turn]:
     return turns
 
 
+def _narrow(outcome: AnalysisOutcome, config: AnalysisConfig) -> None:
+    """Keep only the outputs a narrowed request asked for, as a model asked for only those would answer."""
+    if not config.asks(SUMMARY):
+        outcome.summary = None
+    if not config.asks(SUCCESSFUL):
+        outcome.successful = None
+    if not config.asks(USER_SENTIMENT):
+        outcome.user_sentiment = None
+    if not config.asks(IN_VOICEMAIL):
+        outcome.in_voicemail = None
+    asked = {f.name for f in config.asked_fields()}
+    outcome.custom_data = {name: value for name, value in outcome.custom_data.items() if name in asked}
+
+
 def _prompt_text(config: AnalysisConfig) -> str:
-    fields = json.dumps([f.to_json() for f in config.data_fields], sort_keys=True, ensure_ascii=False)
-    return "\n".join((config.summary_prompt, config.successful_prompt, config.user_sentiment_prompt, fields))
+    """The prompts a request with this config sends: only those of the outputs it asks for."""
+    fields = json.dumps([f.to_json() for f in config.asked_fields()], sort_keys=True, ensure_ascii=False)
+    prompts = [
+        prompt
+        for output, prompt in (
+            (SUMMARY, config.summary_prompt),
+            (SUCCESSFUL, config.successful_prompt),
+            (USER_SENTIMENT, config.user_sentiment_prompt),
+        )
+        if config.asks(output)
+    ]
+    return "\n".join((*prompts, fields))
 
 
 def _transcript_text(conversation: Conversation, turns: list[_Turn]) -> str:

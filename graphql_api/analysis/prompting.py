@@ -9,7 +9,17 @@ import json
 import math
 from typing import Any
 
-from graphql_api.analysis.base import AnalysisConfig, AnalysisError, Conversation, ConversationKind, DataField
+from graphql_api.analysis.base import (
+    IN_VOICEMAIL,
+    SUCCESSFUL,
+    SUMMARY,
+    USER_SENTIMENT,
+    AnalysisConfig,
+    AnalysisError,
+    Conversation,
+    ConversationKind,
+    DataField,
+)
 
 SENTIMENTS: tuple[str, ...] = ("NEGATIVE", "NEUTRAL", "POSITIVE", "UNKNOWN")
 
@@ -22,6 +32,8 @@ EMPTY_TRANSCRIPT = "(The conversation has no transcript.)"
 # plus a per-custom-field allowance. Deliberately generous: an estimate that is too low is worse.
 OUTPUT_TOKENS_BASE = 160
 OUTPUT_TOKENS_PER_FIELD = 40
+# A narrowed request (some outputs only) is allowed per preset output instead: the summary is most of it.
+OUTPUT_TOKENS_PER_PRESET = {SUMMARY: 100, SUCCESSFUL: 20, USER_SENTIMENT: 20, IN_VOICEMAIL: 20}
 CHARS_PER_TOKEN = 4
 
 _SCHEMA_TYPES = {"STRING": "STRING", "ENUM": "STRING", "BOOLEAN": "BOOLEAN", "NUMBER": "NUMBER"}
@@ -42,18 +54,22 @@ def build_system_instruction(config: AnalysisConfig, kind: ConversationKind) -> 
         "Answer with one JSON object that follows the response schema exactly: no prose, no markdown.",
         "",
         "Fields to return:",
-        f"- summary (string): {config.summary_prompt}",
-        f"- successful (boolean): {config.successful_prompt}",
-        f"- user_sentiment (one of {', '.join(SENTIMENTS)}): {config.user_sentiment_prompt}",
     ]
-    if kind == "CALL":
+    if config.asks(SUMMARY):
+        lines.append(f"- summary (string): {config.summary_prompt}")
+    if config.asks(SUCCESSFUL):
+        lines.append(f"- successful (boolean): {config.successful_prompt}")
+    if config.asks(USER_SENTIMENT):
+        lines.append(f"- user_sentiment (one of {', '.join(SENTIMENTS)}): {config.user_sentiment_prompt}")
+    if kind == "CALL" and config.asks(IN_VOICEMAIL):
         lines.append(f"- in_voicemail (boolean): {VOICEMAIL_PROMPT}")
-    if config.data_fields:
+    fields = config.asked_fields()
+    if fields:
         lines += [
             "- custom_data (object): extract these fields from the transcript.",
             "  Use null for a field the transcript does not tell; never invent a value.",
         ]
-        for f in config.data_fields:
+        for f in fields:
             lines.append(f"  - {f.name} ({_field_type_text(f)}, {'required' if f.required else 'optional'})"
                          + (f": {f.description}" if f.description else ""))
             if f.type == "ENUM" and f.choices:
@@ -85,25 +101,29 @@ def _field_schema(f: DataField) -> dict[str, Any]:
 def build_response_schema(config: AnalysisConfig, kind: ConversationKind) -> dict[str, Any]:
     """The OpenAPI-subset schema Gemini's `response_schema` accepts; a fresh dict on every call.
 
-    `custom_data` is left out when the config has no data fields: Gemini rejects an OBJECT without properties.
+    `custom_data` is left out when no data field is asked for: Gemini rejects an OBJECT without properties.
+    A narrowed config (`outputs`) gets only the properties it asks for.
     """
-    properties: dict[str, Any] = {
-        "summary": {"type": "STRING", "description": config.summary_prompt},
-        "successful": {"type": "BOOLEAN", "description": config.successful_prompt},
-        "user_sentiment": {
+    properties: dict[str, Any] = {}
+    if config.asks(SUMMARY):
+        properties["summary"] = {"type": "STRING", "description": config.summary_prompt}
+    if config.asks(SUCCESSFUL):
+        properties["successful"] = {"type": "BOOLEAN", "description": config.successful_prompt}
+    if config.asks(USER_SENTIMENT):
+        properties["user_sentiment"] = {
             "type": "STRING",
             "format": "enum",
             "enum": list(SENTIMENTS),
             "description": config.user_sentiment_prompt,
-        },
-    }
-    if kind == "CALL":
+        }
+    if kind == "CALL" and config.asks(IN_VOICEMAIL):
         properties["in_voicemail"] = {"type": "BOOLEAN", "description": VOICEMAIL_PROMPT}
-    if config.data_fields:
-        names = [f.name for f in config.data_fields]
+    fields = config.asked_fields()
+    if fields:
+        names = [f.name for f in fields]
         properties["custom_data"] = {
             "type": "OBJECT",
-            "properties": {f.name: _field_schema(f) for f in config.data_fields},
+            "properties": {f.name: _field_schema(f) for f in fields},
             "required": names,
             "propertyOrdering": names,
         }
@@ -141,7 +161,11 @@ def estimate_usage(
     schema_text = json.dumps(build_response_schema(config, kind), separators=(",", ":"))
     per_conversation = estimate_tokens(len(build_system_instruction(config, kind))) + estimate_tokens(len(schema_text))
     input_tokens = per_conversation * conversations + estimate_tokens(transcript_chars)
-    output_tokens = (OUTPUT_TOKENS_BASE + OUTPUT_TOKENS_PER_FIELD * len(config.data_fields)) * conversations
+    if config.outputs is None:
+        presets = OUTPUT_TOKENS_BASE
+    else:
+        presets = sum(n for name, n in OUTPUT_TOKENS_PER_PRESET.items() if name in config.outputs)
+    output_tokens = (presets + OUTPUT_TOKENS_PER_FIELD * len(config.asked_fields())) * conversations
     return input_tokens, output_tokens
 
 
@@ -171,7 +195,8 @@ def parse_model_output(text: str, config: AnalysisConfig, kind: ConversationKind
     """Validate the model's JSON strictly and return the typed result.
 
     Returns `summary`, `successful`, `user_sentiment`, `in_voicemail` (None for chats) and `custom_data`
-    (every config field, None when missing or null; unknown keys dropped). Raises a non-retryable
+    (every config field, None when missing or null; unknown keys dropped). A narrowed config (`outputs`) expects
+    only what it asked for: the rest is None and custom_data holds the fields asked for. Raises a non-retryable
     AnalysisError naming the field on anything else.
     """
     try:
@@ -190,17 +215,19 @@ def parse_model_output(text: str, config: AnalysisConfig, kind: ConversationKind
             raise _fail(f"{name} must be {type_name}, got {type(value).__name__}")
         return value
 
-    summary = preset("summary", str, "a string")
-    successful = preset("successful", bool, "a boolean")
-    sentiment = preset("user_sentiment", str, "a string")
-    if sentiment not in SENTIMENTS:
+    summary = preset("summary", str, "a string") if config.asks(SUMMARY) else None
+    successful = preset("successful", bool, "a boolean") if config.asks(SUCCESSFUL) else None
+    sentiment = preset("user_sentiment", str, "a string") if config.asks(USER_SENTIMENT) else None
+    if sentiment is not None and sentiment not in SENTIMENTS:
         raise _fail(f"user_sentiment must be one of {list(SENTIMENTS)}, got {sentiment!r}")
-    in_voicemail = preset("in_voicemail", bool, "a boolean") if kind == "CALL" else None
+    asks_voicemail = kind == "CALL" and config.asks(IN_VOICEMAIL)
+    in_voicemail = preset("in_voicemail", bool, "a boolean") if asks_voicemail else None
 
     custom_data: dict[str, Any] = {}
-    if config.data_fields:
+    fields = config.asked_fields()
+    if fields:
         custom_raw = preset("custom_data", dict, "an object")
-        custom_data = {f.name: _check_value(f, custom_raw.get(f.name)) for f in config.data_fields}
+        custom_data = {f.name: _check_value(f, custom_raw.get(f.name)) for f in fields}
 
     return {
         "summary": summary,

@@ -3,6 +3,7 @@ estimate the cost, create the job; and a retry of a finished job's failed or can
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 
 from graphql_api.agents import config_of
+from graphql_api.analysis.base import output_names, with_dependencies
 from graphql_api.analysis.config import effective_config
 from graphql_api.analysis.pricing import cost_usd
 from graphql_api.analysis.prompting import estimate_usage
@@ -39,6 +41,32 @@ class Estimate:
     model: str
     config_version: int
     config_source: str = DRAFT
+    skipped: int = 0  # targeted conversations with nothing to recompute
+
+
+@dataclass(frozen=True)
+class Narrowing:
+    """Which outputs a rerun recomputes: `fields` (None for all) and, with `only_changed`, per conversation only
+    those whose definition differs between the config that produced its current result and the rerun's."""
+
+    fields: list[str] | None = None
+    only_changed: bool = False
+
+    @property
+    def narrows(self) -> bool:
+        return self.fields is not None or self.only_changed
+
+    def to_json(self) -> dict[str, Any]:
+        """What rerun_jobs.targets and the request hash record of it; nothing for a full rerun (as before)."""
+        out: dict[str, Any] = {}
+        if self.fields is not None:
+            out["fields"] = sorted(set(self.fields))
+        if self.only_changed:
+            out["onlyChanged"] = True
+        return out
+
+
+FULL = Narrowing()
 
 
 @dataclass(frozen=True)
@@ -86,11 +114,29 @@ def _hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _request_hash(targets: Selection, config_version: int | None = None) -> str:
-    request = targets.to_json()
-    if config_version is not None:  # the default (the draft) hashes as it always did
+def _request_hash(targets: Selection, config_version: int | None = None, narrowing: Narrowing = FULL) -> str:
+    request = {**targets.to_json(), **narrowing.to_json()}  # a full rerun of the draft hashes as it always did
+    if config_version is not None:
         request = {**request, "configVersion": config_version}
     return _hash(request)
+
+
+def _outputs_asked(snapshot: dict[str, Any], kind: str, narrowing: Narrowing) -> list[str] | None:
+    """The outputs `fields` names, checked against the rerun's config and with what they imply; None for all."""
+    if narrowing.fields is None:
+        return None
+    config = effective_config(snapshot)
+    known = output_names(config, kind)
+    unknown = [name for name in narrowing.fields if name not in known]
+    if unknown:
+        raise BadUserInput(
+            f"`fields` names {', '.join(map(repr, unknown[:5]))}, which the rerun's config does not produce for "
+            f"{'calls' if kind == 'CALL' else 'chats'}; choose among {', '.join(known)}.",
+            argument="input.fields",
+        )
+    if not narrowing.fields:
+        raise BadUserInput("`fields` is empty: name the outputs to recompute, or leave it out for all.", argument="input.fields")
+    return sorted(with_dependencies(set(narrowing.fields), config))
 
 
 async def _snapshot(db: Database, workspace_id: int, agent_id: str | None, config_version: int | None) -> tuple[int, dict[str, Any]]:
@@ -134,23 +180,36 @@ class _NewJob:
     items_params: dict[str, Any]
     targets_argument: str  # the GraphQL arguments a refusal names
     cap_argument: str
+    batch: bool = False
 
 
-def _estimate(new: _NewJob, counted: Any, max_cost_usd: Decimal | None) -> Estimate:
-    """Price the counted targets with the snapshot's model; refuse above the cap."""
+def _estimate(new: _NewJob, groups: list[Any], max_cost_usd: Decimal | None) -> Estimate:
+    """Price the targets with the snapshot's model, each group of conversations (rows of outputs, conversations,
+    transcript_chars) with the request it makes: all outputs (outputs NULL), some, or none (skipped); refuse above
+    the cap."""
     config = effective_config(new.snapshot)
-    conversations = counted["conversations"]
-    input_tokens, output_tokens = estimate_usage(
-        config, new.kind, conversations=conversations, transcript_chars=counted["transcript_chars"]
-    )
+    conversations = input_tokens = output_tokens = skipped = 0
+    for group in groups:
+        outputs = group["outputs"]
+        if outputs is not None and not outputs:
+            skipped += group["conversations"]
+            continue
+        narrowed = config if outputs is None else dataclasses.replace(config, outputs=frozenset(outputs))
+        group_input, group_output = estimate_usage(
+            narrowed, new.kind, conversations=group["conversations"], transcript_chars=group["transcript_chars"]
+        )
+        conversations += group["conversations"]
+        input_tokens += group_input
+        output_tokens += group_output
     estimate = Estimate(
         conversations=conversations,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cost_usd=cost_usd(config.model, input_tokens, output_tokens),
+        cost_usd=cost_usd(config.model, input_tokens, output_tokens, batch=new.batch),
         model=config.model,
         config_version=new.config_version,
         config_source=new.snapshot.get(SOURCE_KEY, DRAFT),
+        skipped=skipped,
     )
     if max_cost_usd is not None and estimate.cost_usd > max_cost_usd:
         raise LimitExceeded(
@@ -208,6 +267,15 @@ async def _insert_job(
     return job
 
 
+def _nothing_to_recompute(estimate: Estimate, argument: str) -> BadUserInput:
+    return BadUserInput(
+        f"Nothing to recompute: the current results of all {estimate.skipped} conversations already come from this "
+        "config for the outputs asked for. Leave out onlyChanged (or fields) to rerun them anyway.",
+        argument=argument,
+        skipped=estimate.skipped,
+    )
+
+
 async def plan_rerun(
     *,
     db: Database,
@@ -218,9 +286,11 @@ async def plan_rerun(
     max_cost_usd: Decimal | None = None,
     idempotency_key: str | None = None,
     config_version: int | None = None,
+    narrowing: Narrowing = FULL,
+    batch: bool = False,
 ) -> Plan:
     """Estimate a rerun and, unless a dry run, create the job and its items in one transaction."""
-    request_hash = _request_hash(targets, config_version)
+    request_hash = _request_hash(targets, config_version, narrowing)
     if idempotency_key is not None and not dry_run:
         earlier = await db.fetch_one("rerun_job_by_idempotency_key", workspace_id=workspace_id, idempotency_key=idempotency_key)
         if earlier is not None:
@@ -228,14 +298,20 @@ async def plan_rerun(
 
     async with db.transaction():
         version, snapshot = await _snapshot(db, workspace_id, targets.agent_id, config_version)
+        fields = _outputs_asked(snapshot, targets.kind, narrowing)
+        fingerprints = None
+        if narrowing.narrows:
+            fingerprints = await db.fetch_val("rerun_config_fingerprints", config=snapshot, kind=targets.kind)
+        params = {**targets.target_params(), "fingerprints": fingerprints, "fields": fields,
+                  "only_changed": narrowing.only_changed}
         new = _NewJob(
             agent_id=targets.agent_id, kind=targets.kind, config_version=version, snapshot=snapshot,
-            targets=targets.to_json(), request_hash=request_hash,
-            items_query="rerun_items_insert", items_params=targets.target_params(),
-            targets_argument="input.filter", cap_argument="input.maxCostUsd",
+            targets={**targets.to_json(), **narrowing.to_json()}, request_hash=request_hash,
+            items_query="rerun_items_insert", items_params=params,
+            targets_argument="input.filter", cap_argument="input.maxCostUsd", batch=batch,
         )
-        counted = await db.fetch_one("rerun_estimate", workspace_id=workspace_id, **targets.target_params())
-        conversations = counted["conversations"]
+        groups = await db.fetch_all("rerun_estimate", workspace_id=workspace_id, **params)
+        conversations = sum(group["conversations"] for group in groups)
         if conversations == 0:
             raise BadUserInput(
                 "The request matches no finished conversations; nothing to rerun.", argument="input.filter"
@@ -246,9 +322,11 @@ async def plan_rerun(
                 "Narrow the filter (e.g. by startedAfter/startedBefore) and send several.",
                 argument="input.filter",
             )
-        estimate = _estimate(new, counted, max_cost_usd)
+        estimate = _estimate(new, groups, max_cost_usd)
         if dry_run:
             return Plan(job=None, estimate=estimate)
+        if estimate.conversations == 0:
+            raise _nothing_to_recompute(estimate, "input.onlyChanged" if narrowing.only_changed else "input.fields")
         job = await _insert_job(db, workspace_id, new, estimate, requested_by=requested_by, idempotency_key=idempotency_key)
     return Plan(job=job, estimate=estimate)
 
@@ -289,8 +367,8 @@ async def plan_retry(
                 status=original["status"],
             )
         params = {"retry_of": job_id, "item_statuses": request["statuses"], "statuses": sorted(ANALYZABLE_STATUSES)}
-        counted = await db.fetch_one("rerun_retry_estimate", workspace_id=workspace_id, **params)
-        if counted["conversations"] == 0:
+        groups = await db.fetch_all("rerun_retry_estimate", workspace_id=workspace_id, **params)
+        if sum(group["conversations"] for group in groups) == 0:
             raise BadUserInput(
                 f"Rerun job {job_id} has no {' or '.join(request['statuses'])} items: nothing to retry.",
                 argument="statuses",
@@ -301,7 +379,7 @@ async def plan_retry(
             items_query="rerun_retry_items_insert", items_params=params,
             targets_argument="statuses", cap_argument="maxCostUsd",
         )
-        estimate = _estimate(new, counted, max_cost_usd)
+        estimate = _estimate(new, groups, max_cost_usd)
         job = await _insert_job(db, workspace_id, new, estimate, requested_by=requested_by, idempotency_key=idempotency_key)
     return Plan(job=job, estimate=estimate)
 
@@ -329,6 +407,7 @@ def estimate_of(job: Any) -> Estimate:
         model=job["config_snapshot"]["model"],
         config_version=job["config_version"],
         config_source=job["config_snapshot"].get(SOURCE_KEY, DRAFT),
+        skipped=job["skipped"],
     )
 
 
@@ -337,7 +416,9 @@ async def create_rerun(**kwargs: Any) -> Plan:
     try:
         return await plan_rerun(**kwargs)
     except _IdempotentRace:
-        return await _race_winner(kwargs, _request_hash(kwargs["targets"], kwargs.get("config_version")))
+        return await _race_winner(
+            kwargs, _request_hash(kwargs["targets"], kwargs.get("config_version"), kwargs.get("narrowing", FULL))
+        )
 
 
 async def retry_rerun(**kwargs: Any) -> Plan:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
-from graphql_api.analysis.base import AnalysisError, Analyzer
+from graphql_api.analysis.base import AnalysisConfig, AnalysisError, Analyzer
 from graphql_api.analysis.config import effective_config
 from graphql_api.analyses import failure_columns, outcome_columns
 from graphql_api.db import Database
@@ -188,7 +189,7 @@ class RerunWorker:
             return failure_columns(None), error
         analyze_started = time.perf_counter()
         try:
-            config = await self._config(item["job_id"])
+            config = narrowed(await self._config(item["job_id"]), item["outputs"])
             return outcome_columns(await self.analyzer.analyze(conversation_for_analysis(item), config)), None
         except AnalysisError as exc:
             # When the model answered, its tokens are charged with the failure.
@@ -212,7 +213,8 @@ class RerunWorker:
                 with attempt:
                     commit_started = time.perf_counter()
                     job = await self.db.fetch_one(
-                        "rerun_item_finish", job_id=item["job_id"], seq=item["seq"], owner=self.owner, error=error, **values
+                        "rerun_item_finish", job_id=item["job_id"], seq=item["seq"], owner=self.owner, error=error,
+                        outputs=item["outputs"], **values
                     )
                     self.db_seconds += time.perf_counter() - commit_started
         except Exception:
@@ -257,6 +259,11 @@ class RerunWorker:
                     log.info("rerun_abandoned_items_canceled", count=reaped)
             except Exception as exc:
                 log.warning("rerun_heartbeat_failed", owner=self.owner, error=type(exc).__name__)
+
+
+def narrowed(config: AnalysisConfig, outputs: list[str] | None) -> AnalysisConfig:
+    """The config of an item's request: all outputs (None), or only those it asks for (rerun_items.outputs)."""
+    return config if outputs is None else dataclasses.replace(config, outputs=frozenset(outputs))
 
 
 async def cancel_rerun(*, db: Database, workspace_id: int, job_id: str) -> Any:

@@ -676,6 +676,25 @@ def _impact(builder: _Builder, sel: Sel, scope: _Scope) -> str:
             f"FROM rerun_impact({scope('job_id')}, {scope('succeeded')} + {scope('failed')}) AS {m}(v))")
 
 
+def _output_sources(builder: _Builder, sel: Sel, scope: _Scope) -> str:
+    """AnalysisResult.outputSources in types.output_order: presets first, then custom fields by name."""
+    o = builder.alias("o")
+    values = {
+        "__typename": "'AnalysisOutputSource'",
+        "output": f"{o}.k",
+        "resultId": f"coalesce({scope('output_sources')}->>{o}.k, {scope('id')}::text)",
+        "carriedOver": f"({scope('output_sources')} ? {o}.k)",
+    }
+    parts = ", ".join(f"{_literal(field.key)}, {values[field.name]}" for field in sel.children)
+    rank = " ".join(f"WHEN '{name}' THEN {i}" for name, i in _PRESET_RANK.items())
+    return (f"(SELECT coalesce(json_agg(json_build_object({parts}) "
+            f"ORDER BY CASE {o}.k {rank} ELSE 4 END, {o}.k COLLATE \"C\"), '[]'::json) "
+            f"FROM jsonb_object_keys(coalesce({scope('output_fingerprints')}, '{{}}'::jsonb)) AS {o}(k))")
+
+
+_PRESET_RANK = {base.SUMMARY: 0, base.SUCCESSFUL: 1, base.USER_SENTIMENT: 2, base.IN_VOICEMAIL: 3}
+
+
 _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
     "Agent": {
         "id": _leaf("agent_id"),
@@ -733,6 +752,7 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
         "charged": _leaf("charged"),
         "createdAt": _leaf("created_at", _instant),
         "agentVersion": _version_of("agent_id", "agent_version"),
+        "outputSources": _output_sources,
     },
     "Call": _conversation_fields("CALL"),
     "Chat": _conversation_fields("CHAT"),
@@ -743,6 +763,7 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
         "succeeded": _leaf("succeeded"),
         "failed": _leaf("failed"),
         "canceled": _leaf("canceled"),
+        "skipped": _leaf("skipped"),
         "pending": lambda _b, _sel, s: f"({s('total')} - {s('succeeded')} - {s('failed')} - {s('canceled')})",
         "estimatedCostUsd": _leaf("estimated_cost_usd", lambda c: f"{c}::text"),
         "estimatedInputTokens": _leaf("estimated_input_tokens"),
@@ -773,6 +794,7 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
         "status": _leaf("status"),
         "error": _leaf("error"),
         "attempts": _leaf("attempts"),
+        "outputs": _leaf("outputs", lambda c: f"to_json({c})"),
         "startedAt": _leaf("started_at", _instant),
         "finishedAt": _leaf("finished_at", _instant),
         "result": _result_by_id("result_id"),

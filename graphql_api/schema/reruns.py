@@ -17,6 +17,7 @@ from graphql_api.errors import ApiError, BadUserInput, not_found
 from graphql_api.conversations import Selection
 from graphql_api.reruns.planning import (
     RETRYABLE_STATUSES,
+    Narrowing,
     SOURCE_KEY,
     Estimate,
     create_rerun,
@@ -81,6 +82,9 @@ class RerunEstimate:
     model: str
     config_version: int = strawberry.field(description="The version whose config the rerun uses.")
     config_source: RerunConfigSource = strawberry.field(description="Whether that version is the latest draft or a published one.")
+    skipped: int = strawberry.field(
+        description="Targeted conversations with nothing to recompute (onlyChanged): not rerun, not charged."
+    )
 
     @classmethod
     def of(cls, estimate: Estimate) -> RerunEstimate:
@@ -101,6 +105,9 @@ class RerunItem:
     status: RerunItemStatus
     error: str | None = strawberry.field(description="Why the analysis of this conversation failed.")
     attempts: int
+    outputs: list[str] | None = strawberry.field(
+        description="The outputs this item asks the model for (fields, onlyChanged); null for all of them."
+    )
     started_at: datetime | None
     finished_at: datetime | None
     _row: strawberry.Private[Any]
@@ -139,6 +146,7 @@ class RerunItem:
             status=RerunItemStatus(row["status"]),
             error=row["error"],
             attempts=row["attempts"],
+            outputs=row["outputs"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             _row=row,
@@ -157,6 +165,9 @@ class RerunJob:
     succeeded: int
     failed: int
     canceled: int
+    skipped: int = strawberry.field(
+        description="Targeted conversations with nothing to recompute (onlyChanged or fields): no item, no charge."
+    )
     pending: int = strawberry.field(description="Not finished yet: queued or running.")
     estimated_cost_usd: Decimal
     estimated_input_tokens: int
@@ -233,6 +244,7 @@ class RerunJob:
             succeeded=row["succeeded"],
             failed=row["failed"],
             canceled=row["canceled"],
+            skipped=row["skipped"],
             pending=row["total"] - row["succeeded"] - row["failed"] - row["canceled"],
             estimated_cost_usd=row["estimated_cost_usd"],
             estimated_input_tokens=row["estimated_input_tokens"],
@@ -287,6 +299,21 @@ class RerunAnalysisInput:
         "NOT_FOUND when the agent has no such version; BAD_USER_INPUT for the latest draft's own number (a draft "
         "can still change: leave configVersion out to use it).",
     )
+    fields: list[str] | None = strawberry.field(
+        default=None,
+        description="Recompute only these outputs: summary, successful, userSentiment, inVoicemail (calls) and "
+        "customData.<field name> (fields of the rerun's config). The model is asked for those alone; the new "
+        "result carries the others over from the current one (see AnalysisResult.outputSources). A required field "
+        "brings successful with it (it decides it). A conversation without a current result is analyzed in full. "
+        "Null (the default) recomputes everything.",
+    )
+    only_changed: bool = strawberry.field(
+        default=False,
+        description="Per conversation, recompute only the outputs whose prompt, field definition or model differ "
+        "between the config that produced its current result and the rerun's (within `fields` when given). "
+        "Conversations with nothing to recompute are skipped and counted (`skipped`); when all are, nothing is "
+        "created (BAD_USER_INPUT; a dry run just reports it).",
+    )
 
 
 def _check_idempotency_key(key: str | None, argument: str) -> None:
@@ -336,6 +363,10 @@ class RerunMutations:
             max_cost_usd=input.max_cost_usd,
             idempotency_key=input.idempotency_key,
             config_version=input.config_version,
+            narrowing=Narrowing(
+                fields=[str(name) for name in input.fields] if input.fields is not None else None,
+                only_changed=input.only_changed,
+            ),
         )
         if plan.job is None:
             return RerunAnalysisPayload(job=None, estimate=RerunEstimate.of(plan.estimate), reused=False)

@@ -169,10 +169,27 @@ class AnalysisResult:
     created_at: datetime
     _agent_id: strawberry.Private[str]
     _agent_version: strawberry.Private[int]
+    _output_sources: strawberry.Private[dict[str, Any]]
+    _output_fingerprints: strawberry.Private[dict[str, Any] | None]
 
     @strawberry.field(description="The agent version whose analysis config produced this result.")
     async def agent_version(self, info: Info) -> AgentVersion:
         return await _load_version(info, self._agent_id, self._agent_version)
+
+    @strawberry.field(
+        description="Which run produced each output: this result's own model run, or (for a rerun of only some "
+        "outputs) an earlier result it was carried over from. Outputs are named summary, successful, userSentiment, "
+        "inVoicemail (calls) and customData.<field name>."
+    )
+    def output_sources(self) -> list[AnalysisOutputSource]:
+        return [
+            AnalysisOutputSource(
+                output=name,
+                result_id=strawberry.ID(str(self._output_sources.get(name, self.id))),
+                carried_over=name in self._output_sources,
+            )
+            for name in output_order(self._output_fingerprints or {})
+        ]
 
     @classmethod
     def from_row(cls, row: Any, prefix: str = "") -> AnalysisResult:
@@ -194,7 +211,26 @@ class AnalysisResult:
             created_at=row[p + "created_at"],
             _agent_id=row[p + "agent_id"],
             _agent_version=row[p + "agent_version"],
+            _output_sources=row[p + "output_sources"],
+            _output_fingerprints=row[p + "output_fingerprints"],
         )
+
+
+@strawberry.type(description="Where one output of an analysis result comes from.")
+class AnalysisOutputSource:
+    output: str = strawberry.field(description="summary, successful, userSentiment, inVoicemail or customData.<field name>.")
+    result_id: strawberry.ID = strawberry.field(description="The result whose model run produced the value.")
+    carried_over: bool = strawberry.field(
+        description="True when this result took the value from an earlier result instead of asking the model."
+    )
+
+
+_PRESET_ORDER = {base.SUMMARY: 0, base.SUCCESSFUL: 1, base.USER_SENTIMENT: 2, base.IN_VOICEMAIL: 3}
+
+
+def output_order(outputs: Any) -> list[str]:
+    """Output names in response order: the presets, then the custom data fields by name."""
+    return sorted(outputs, key=lambda name: (_PRESET_ORDER.get(name, 4), name))
 
 
 @strawberry.type

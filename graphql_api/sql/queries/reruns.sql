@@ -10,10 +10,23 @@ WHERE workspace_id = :workspace_id AND conversation_id = ANY(:ids::text[]);
 {{conversations_selected}}
   AND (:ids::text[] IS NULL OR c.conversation_id = ANY(:ids::text[]));
 
+-- rerun_config_fingerprints --
+-- Per output, the digest of what decides it in a rerun's config snapshot (migration 012).
+SELECT analysis_output_fingerprints(:config::jsonb, :kind::text);
+
+-- rerun_planned --
+-- A rerun's targets (a fragment), each with its current result and the outputs its item asks for
+-- (rerun_item_outputs: NULL for all, empty for nothing to recompute). :fingerprints is the config's
+-- (rerun_config_fingerprints), NULL for a full rerun.
+SELECT c.conversation_id, c.sort_at, c.transcript, r.id AS previous_id,
+       rerun_item_outputs(:fingerprints::jsonb, r.output_fingerprints, :fields::text[], :only_changed::boolean) AS outputs
+{{rerun_targets}}
+
 -- rerun_estimate --
--- How many conversations a rerun targets and how many characters their transcripts hold.
-SELECT count(*)::int AS conversations, COALESCE(sum(length(c.transcript)), 0)::bigint AS transcript_chars
-{{rerun_targets}};
+-- How many conversations a rerun targets and how many characters their transcripts hold, per set of outputs asked for.
+SELECT p.outputs, count(*)::int AS conversations, COALESCE(sum(length(p.transcript)), 0)::bigint AS transcript_chars
+FROM ({{rerun_planned}}) p
+GROUP BY p.outputs;
 
 -- rerun_job_by_idempotency_key --
 -- The job an earlier request with this idempotency key created.
@@ -31,15 +44,20 @@ ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO
 RETURNING job_id;
 
 -- rerun_items_insert --
--- One item per targeted conversation, in a single statement; the job's total is what was inserted.
-WITH inserted AS (
-    INSERT INTO rerun_items (job_id, seq, workspace_id, conversation_id, previous_result_id)
-    SELECT :job_id, row_number() OVER (ORDER BY c.sort_at DESC, c.conversation_id DESC), :workspace_id,
-           c.conversation_id, r.id
-    {{rerun_targets}}
+-- One item per targeted conversation with something to recompute, in a single statement; the job's total is what
+-- was inserted, and the others are counted as skipped.
+WITH planned AS MATERIALIZED (
+    {{rerun_planned}}
+), inserted AS (
+    INSERT INTO rerun_items (job_id, seq, workspace_id, conversation_id, previous_result_id, outputs)
+    SELECT :job_id, row_number() OVER (ORDER BY p.sort_at DESC, p.conversation_id DESC), :workspace_id,
+           p.conversation_id, p.previous_id, p.outputs
+    FROM planned p
+    WHERE p.outputs IS NULL OR cardinality(p.outputs) > 0
     RETURNING 1
 )
-UPDATE rerun_jobs SET total = (SELECT count(*) FROM inserted)
+UPDATE rerun_jobs SET total = (SELECT count(*) FROM inserted),
+                      skipped = (SELECT count(*) FROM planned WHERE cardinality(outputs) = 0)
 WHERE job_id = :job_id
 RETURNING *, pg_notify('rerun_queued', job_id) IS NULL AS notified;
 
@@ -54,15 +72,17 @@ WHERE i.workspace_id = :workspace_id AND i.job_id = :retry_of AND i.status = ANY
   AND c.status = ANY(:statuses::text[]);
 
 -- rerun_retry_estimate --
--- How many conversations a retry takes and how many characters their transcripts hold.
-SELECT count(*)::int AS conversations, COALESCE(sum(length(c.transcript)), 0)::bigint AS transcript_chars
-{{rerun_retry_targets}};
+-- How many conversations a retry takes and how many characters their transcripts hold, per set of outputs its
+-- items ask for (those of the items retried).
+SELECT i.outputs, count(*)::int AS conversations, COALESCE(sum(length(c.transcript)), 0)::bigint AS transcript_chars
+{{rerun_retry_targets}}
+GROUP BY i.outputs;
 
 -- rerun_retry_items_insert --
 -- A retry's items, in the retried job's order; the job's total is what was inserted (see rerun_items_insert).
 WITH inserted AS (
-    INSERT INTO rerun_items (job_id, seq, workspace_id, conversation_id, previous_result_id)
-    SELECT :job_id, row_number() OVER (ORDER BY i.seq), :workspace_id, c.conversation_id, r.id
+    INSERT INTO rerun_items (job_id, seq, workspace_id, conversation_id, previous_result_id, outputs)
+    SELECT :job_id, row_number() OVER (ORDER BY i.seq), :workspace_id, c.conversation_id, r.id, i.outputs
     {{rerun_retry_targets}}
     RETURNING 1
 )
@@ -138,7 +158,7 @@ SET status = 'RUNNING', lease_owner = :owner, attempts = i.attempts + 1,
 FROM picked, conversations c
 WHERE i.job_id = picked.job_id AND i.seq = picked.seq
   AND c.workspace_id = i.workspace_id AND c.conversation_id = i.conversation_id
-RETURNING i.job_id, i.seq, i.workspace_id, i.conversation_id, i.attempts,
+RETURNING i.job_id, i.seq, i.workspace_id, i.conversation_id, i.attempts, i.outputs,
           c.kind, c.transcript, c.utterances, c.status, c.disconnection_reason;
 
 -- rerun_jobs_mark_running --
@@ -192,9 +212,11 @@ SELECT cancel_requested_at IS NOT NULL FROM rerun_jobs WHERE job_id = :job_id;
 SELECT job_id, workspace_id, agent_id, kind, config_version, config_snapshot FROM rerun_jobs WHERE job_id = :job_id;
 
 -- rerun_item_finish --
--- Commit one item's outcome if this worker still holds its lease (see finish_rerun_item).
+-- Commit one item's outcome if this worker still holds its lease (see finish_rerun_item, migration 012: :outputs
+-- are those the item asked for, NULL for all).
 SELECT * FROM finish_rerun_item(:job_id, :seq, :owner, :error, :model, :summary, :successful, :user_sentiment,
-                                :in_voicemail, :custom_data::jsonb, :input_tokens, :output_tokens, :cost_usd);
+                                :in_voicemail, :custom_data::jsonb, :input_tokens, :output_tokens, :cost_usd,
+                                :outputs::text[]);
 
 -- rerun_job_cancel --
 -- Mark a job as being canceled and cancel its items that have not started (the caller holds the job row: items
