@@ -2,7 +2,8 @@
 
 The SDK's retries are switched off (HttpRetryOptions(attempts=1)) so this module is the only place that
 decides whether to try again (with tenacity): 429/408/5xx and transport errors are retried with exponential backoff
-and jitter, honouring the server's RetryInfo; any other 4xx fails at once.
+and jitter, honouring the server's RetryInfo; any other 4xx fails at once. The batch client (batch.py) shares the
+policy (GeminiCaller), the request config and the answer parsing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import random
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from google import genai
 from google.genai import errors, types
@@ -37,6 +38,8 @@ from graphql_api.analysis.prompting import (
 )
 
 logger = structlog.stdlib.get_logger(__name__)
+
+T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({408, 429})  # plus every 5xx
 
@@ -145,19 +148,6 @@ def make_client(api_key: str, base_url: str | None, *, request_timeout_s: float,
     )
 
 
-def backoff_delay(attempt: int, server_delay: float | None, *, base_delay_s: float, max_delay_s: float,
-                  jitter: Callable[[], float]) -> float:
-    """Seconds to wait after failed attempt `attempt` (1-based): the server's delay when it asked for one, else
-    exponential backoff with jitter; never more than `max_delay_s`."""
-    if server_delay is not None:
-        # At least what the server asked for, plus up to 10% so a burst of clients does not retry in step.
-        delay = server_delay * (1 + 0.1 * jitter())
-    else:
-        ceiling = base_delay_s * (2 ** (attempt - 1))
-        delay = ceiling / 2 + ceiling / 2 * jitter()  # "equal jitter"
-    return min(max_delay_s, delay)
-
-
 def parse_response(response: types.GenerateContentResponse, conversation: Conversation,
                    config: AnalysisConfig) -> AnalysisOutcome:
     """The typed outcome of one model answer (an interactive one or a batch's inline one), with its usage.
@@ -226,10 +216,9 @@ def _failure(state: RetryCallState) -> _Retryable:
     return cast(_Retryable, state.outcome.exception())  # type: ignore[union-attr]
 
 
-class GeminiAnalyzer:
-    """Analyzes a conversation with a Gemini model through google-genai's async client."""
-
-    name = "gemini"
+class GeminiCaller:
+    """A google-genai client whose own retries are off, and the retry policy that replaces them: what the interactive
+    analyzer and the batch client share, so both retry alike."""
 
     def __init__(
         self,
@@ -260,21 +249,26 @@ class GeminiAnalyzer:
 
     def backoff_delay(self, attempt: int, server_delay: float | None) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based)."""
-        return backoff_delay(attempt, server_delay, base_delay_s=self.base_delay_s, max_delay_s=self.max_delay_s,
-                             jitter=self._jitter)
+        if server_delay is not None:
+            # At least what the server asked for, plus up to 10% so a burst of clients does not retry in step.
+            delay = server_delay * (1 + 0.1 * self._jitter())
+        else:
+            ceiling = self.base_delay_s * (2 ** (attempt - 1))
+            delay = ceiling / 2 + ceiling / 2 * self._jitter()  # "equal jitter"
+        return min(self.max_delay_s, delay)
 
     def _wait(self, state: RetryCallState) -> float:
         return self.backoff_delay(state.attempt_number, _failure(state).server_delay)
 
-    async def analyze(self, conversation: Conversation, config: AnalysisConfig) -> AnalysisOutcome:
-        generation_config = request_config(config, conversation.kind)
-        contents = render_transcript(conversation)
+    async def _call(self, subject: str, call: Callable[[], Awaitable[T]], /, *, log: Any = logger,
+                    event: str = "gemini_retry", **context: Any) -> T:
+        """`call` (one google-genai request about `subject`) under the retry policy; `event` with `context` is logged
+        before each retry. Raises AnalysisError: retryable once the attempts are spent, at once for any other 4xx."""
 
         def log_retry(state: RetryCallState) -> None:
             failure = _failure(state)
-            logger.warning(
-                "gemini_retry", conversation_id=conversation.id, attempt=state.attempt_number,
-                max_attempts=self.max_attempts, status=failure.status,
+            log.warning(
+                event, **context, attempt=state.attempt_number, max_attempts=self.max_attempts, status=failure.status,
                 delay_s=round(state.next_action.sleep, 3),  # type: ignore[union-attr]
                 server_delay_s=failure.server_delay, reason=failure.reason,
             )
@@ -286,19 +280,32 @@ class GeminiAnalyzer:
         try:
             async for attempt in retrying:
                 with attempt:
-                    response = await self._request(conversation, config.model, contents, generation_config)
+                    try:
+                        return await call()
+                    except CALL_FAILURES as exc:
+                        raise classify_failure(exc, subject) from exc
         except _Retryable as failed:
             raise AnalysisError(
-                f"gemini failed for {conversation.id} after {self.max_attempts} attempts: {failed.reason}",
+                f"gemini failed for {subject} after {self.max_attempts} attempts: {failed.reason}",
                 retryable=True,
                 status=failed.status,
             ) from failed.__cause__
-        return parse_response(response, conversation, config)
+        raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
 
-    async def _request(self, conversation: Conversation, model: str, contents: Any,
-                       generation_config: types.GenerateContentConfig) -> types.GenerateContentResponse:
-        """One attempt: the answer, or _Retryable for a failure worth another attempt, or AnalysisError."""
-        try:
-            return await self._client.aio.models.generate_content(model=model, contents=contents, config=generation_config)
-        except CALL_FAILURES as exc:
-            raise classify_failure(exc, conversation.id) from exc
+
+class GeminiAnalyzer(GeminiCaller):
+    """Analyzes a conversation with a Gemini model through google-genai's async client."""
+
+    name = "gemini"
+
+    async def analyze(self, conversation: Conversation, config: AnalysisConfig) -> AnalysisOutcome:
+        generation_config = request_config(config, conversation.kind)
+        contents = render_transcript(conversation)
+        response = await self._call(
+            conversation.id,
+            lambda: self._client.aio.models.generate_content(
+                model=config.model, contents=contents, config=generation_config
+            ),
+            conversation_id=conversation.id,
+        )
+        return parse_response(response, conversation, config)

@@ -2,6 +2,8 @@
 
 It answers `POST .../models/{model}:generateContent` like the Gemini API (candidates, usage metadata, error
 bodies with RetryInfo), records what it received, and can be made slow, failing or malformed at runtime.
+It also serves the Batch API with inline requests (create, get, list, cancel, delete) in the shapes google-genai
+parses, answering each inline request as generateContent would.
 It runs its own asyncio loop in a background thread, so sync and async tests (and the process under test)
 share it. HTTP/1.1 with keep-alive over asyncio streams: no framework, so the per-request cost stays low.
 """
@@ -9,11 +11,14 @@ share it. HTTP/1.1 with keep-alive over asyncio streams: no framework, so the pe
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -44,8 +49,22 @@ _REASONS = {
     408: "Request Timeout", 409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
     501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
+# google.rpc.Code of an HTTP status: a batch's inline errors and its operation error are google.rpc.Status bodies.
+GRPC_CODES = {
+    400: 3, 401: 16, 403: 7, 404: 5, 408: 4, 409: 10, 429: 8, 500: 13, 501: 12, 502: 14, 503: 14, 504: 4,
+}
+GRPC_CANCELLED = 1
 MALFORMED_MODES = ("text", "enum", "truncated", "missing")
 _GENERATE_SUFFIX = ":generateContent"
+_BATCH_SUFFIX = ":batchGenerateContent"
+_CANCEL_SUFFIX = ":cancel"
+_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
+_BATCH_OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
+PENDING, RUNNING = "BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"
+SUCCEEDED, FAILED = "BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED"
+CANCELLED, EXPIRED = "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"
+ENDED_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
+DEFAULT_LIST_PAGE_SIZE = 50
 
 
 @dataclass
@@ -66,17 +85,70 @@ class RecordedRequest:
     response_status: int | None = None  # set once the answer is decided
     response_text: str | None = None  # the model text of a 200 answer
     usage: tuple[int, int] | None = None  # (promptTokenCount, candidatesTokenCount) of a 200 answer
+    batch: str | None = None  # the batch ("batches/<id>") an inline request came in, None for generateContent
+    batch_key: str | None = None  # an inline request's metadata "key", when it has one
 
     @property
     def api_key(self) -> str | None:
-        key = self.headers.get("x-goog-api-key")
-        if key is None:
-            key = parse_qs(urlsplit(self.path).query).get("key", [None])[0]
-        return key
+        return _api_key(self.headers, self.path)
 
     @property
     def generation_config(self) -> dict[str, Any]:
         return self.body.get("generationConfig") or {}
+
+
+def _api_key(headers: dict[str, str], target: str) -> str | None:
+    key = headers.get("x-goog-api-key")
+    if key is None:
+        key = parse_qs(urlsplit(target).query).get("key", [None])[0]
+    return key
+
+
+@dataclass(frozen=True)
+class BatchApiCall:
+    """One call of the Batch API (create, get, list, cancel, delete) and the status it was answered with."""
+
+    method: str
+    path: str
+    status: int
+    received_at: float  # time.monotonic()
+
+
+@dataclass
+class _Batch:
+    """A batch the server holds: its inline requests, what they were answered, and where it is in its life."""
+
+    name: str  # "batches/<id>"
+    model: str  # "models/<model>"
+    display_name: str
+    requests: list[RecordedRequest]
+    metadata: list[Any]  # each inline request's metadata as sent, None where it had none
+    created: float  # time.monotonic()
+    create_time: str
+    ends_as: str  # the state it reaches unless cancelled first: SUCCEEDED, FAILED or EXPIRED
+    end_error: dict[str, Any] | None  # the operation error of a FAILED or EXPIRED end
+    answered_before_end: int  # how many requests an EXPIRED batch answers first
+    state: str = PENDING
+    update_time: str = ""
+    end_time: str | None = None
+    error: dict[str, Any] | None = None
+    answers: list[dict[str, Any] | None] = field(default_factory=list)  # InlinedResponse bodies, by request
+
+
+def _timestamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _rpc_status(status: int, message: str) -> dict[str, Any]:
+    """A google.rpc.Status body, as a batch reports an inline request's or its own failure (no details: the SDK
+    types them as strings)."""
+    return {"code": GRPC_CODES.get(status, 2), "message": message}
+
+
+def _sdk_body_size(request: dict[str, Any]) -> int:
+    """The bytes google-genai sends for this GenerateContentRequest to generateContent (json.dumps, model in the
+    URL), so an inline request is charged the tokens the same request costs interactively."""
+    return len(json.dumps({k: v for k, v in request.items() if k != "model"}))
 
 
 @dataclass(frozen=True)
@@ -185,7 +257,13 @@ class GeminiTestServer:
     Use as a context manager or with start()/stop(); point google-genai at `base_url`.
     Knobs are plain attributes/methods safe to change from any thread while it runs:
     `delay_s`, `delay_next()`, `fail_next()`, `fail_always()`, `malformed_next()`, `responder`,
-    `thoughts_tokens`, `record`.
+    `thoughts_tokens`, `record`. The HTTP knobs (delay, fail) apply to Batch API calls too; the batch knobs are
+    `batch_delay_s`, `hold_batches()`/`release_batches()`, `fail_next_batch()`, `expire_next_batch()`,
+    `fail_batch_requests_next()`, `batch_partial_results`, `batch_echo_metadata`, `batch_reverse_responses`.
+
+    A batch is PENDING for the first half of `batch_delay_s`, then RUNNING, and ends at `batch_delay_s` (as seen
+    by the next call that reads it). Its inline requests are recorded in `requests` when it is created, like
+    generateContent requests, and answered (responder, malformed_next(), thoughts_tokens) when it runs.
     """
 
     def __init__(
@@ -209,10 +287,29 @@ class GeminiTestServer:
         self._request_count = 0
         self._in_flight = 0
         self._max_in_flight = 0
+        # clear_requests() starts a new generation: answers still in flight from before it stop counting.
+        self._generation = 0
         self._fail_queue: list[tuple[int, str | None]] = []
         self._fail_always: tuple[int, str | None] | None = None
         self._malformed_queue: list[str] = []
         self._delay_queue: list[float] = []
+        # Batch API: how long a batch takes to end; whether a CANCELLED or EXPIRED batch still reports the answers
+        # of the requests it got through (the API's Operation contract says an ended-with-error operation has no
+        # response, so off by default); whether inline responses echo the request's metadata; whether they come
+        # back in reverse order (the API keeps the input order: this shows a client matches by key).
+        self.batch_delay_s = 0.05
+        self.batch_partial_results = False
+        self.batch_echo_metadata = True
+        self.batch_reverse_responses = False
+        self._batches: dict[str, _Batch] = {}
+        self._batch_seq = 0
+        self._batch_endings: list[tuple[str, dict[str, Any], int]] = []
+        self._batch_request_failures: list[tuple[int, str | None]] = []
+        self._hold_answered: int | None = None  # None: batches are not held
+        self._batches_created = 0
+        self._batches_cancelled = 0
+        self._batch_requests_answered = 0
+        self._batch_api_calls: list[BatchApiCall] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -322,20 +419,60 @@ class GeminiTestServer:
         with self._lock:
             self._malformed_queue.extend([mode] * n)
 
+    def hold_batches(self, answered: int = 0) -> None:
+        """Keep every batch from ending until release_batches(): it goes RUNNING and answers its first `answered`
+        requests, then waits (to cancel a batch mid-way, or to watch it run)."""
+        if answered < 0:
+            raise ValueError("answered must be zero or more")
+        with self._lock:
+            self._hold_answered = answered
+
+    def release_batches(self) -> None:
+        """Let held batches run to their end."""
+        with self._lock:
+            self._hold_answered = None
+
+    def fail_next_batch(self, message: str | None = None, status: int = 500) -> None:
+        """The next batch created ends FAILED as a whole, with this operation error and no responses."""
+        error = _rpc_status(status, message or "The batch failed: an internal error has occurred.")
+        with self._lock:
+            self._batch_endings.append(("FAILED", error, 0))
+
+    def expire_next_batch(self, answered: int = 0) -> None:
+        """The next batch created ends EXPIRED after answering its first `answered` requests (its answers are reported
+        only with `batch_partial_results`)."""
+        error = _rpc_status(504, "The batch expired before it completed.")
+        with self._lock:
+            self._batch_endings.append(("EXPIRED", error, answered))
+
+    def fail_batch_requests_next(self, n: int = 1, status: int = 500, message: str | None = None) -> None:
+        """Answer the next `n` inline requests a batch answers with an error (a google.rpc.Status carrying `status`'s
+        code) instead of a response."""
+        with self._lock:
+            self._batch_request_failures.extend([(status, message)] * n)
+
     def clear_failures(self) -> None:
         with self._lock:
             self._fail_queue.clear()
             self._fail_always = None
             self._malformed_queue.clear()
             self._delay_queue.clear()
+            self._batch_endings.clear()
+            self._batch_request_failures.clear()
 
     def reset(self) -> None:
-        """Back to a fresh server: no failures, no delay, no responder, nothing recorded."""
+        """Back to a fresh server: no failures, no delay, no responder, nothing recorded, no batches."""
         self.clear_failures()
         self.delay_s = 0.0
         self.responder = None
         self.thoughts_tokens = 0
+        self.batch_delay_s = 0.05
+        self.batch_partial_results = False
+        self.batch_echo_metadata = True
+        self.batch_reverse_responses = False
+        self.release_batches()
         self.clear_requests()
+        self.clear_batches()
 
     # ---- what was received -------------------------------------------------------------------
 
@@ -362,6 +499,46 @@ class GeminiTestServer:
             self._requests.clear()
             self._request_count = 0
             self._max_in_flight = 0
+            self._in_flight = 0
+            self._generation += 1
+
+    @property
+    def batches_created(self) -> int:
+        with self._lock:
+            return self._batches_created
+
+    @property
+    def batches_cancelled(self) -> int:
+        """Batches a cancel call ended (a cancel of an ended batch changes nothing and is not counted)."""
+        with self._lock:
+            return self._batches_cancelled
+
+    @property
+    def batch_requests_answered(self) -> int:
+        """Inline requests answered (with a response or an error)."""
+        with self._lock:
+            return self._batch_requests_answered
+
+    @property
+    def batch_api_calls(self) -> list[BatchApiCall]:
+        """The Batch API calls received (when recording), oldest first."""
+        with self._lock:
+            return list(self._batch_api_calls)
+
+    def batch_state(self, name: str) -> str | None:
+        """A batch's state as the API last reported it (BATCH_STATE_...), None for an unknown or deleted batch."""
+        with self._lock:
+            batch = self._batches.get(name)
+            return batch.state if batch is not None else None
+
+    def clear_batches(self) -> None:
+        """Forget every batch and the Batch API counters."""
+        with self._lock:
+            self._batches.clear()
+            self._batches_created = 0
+            self._batches_cancelled = 0
+            self._batch_requests_answered = 0
+            self._batch_api_calls.clear()
 
     # ---- HTTP --------------------------------------------------------------------------------
 
@@ -422,7 +599,7 @@ class GeminiTestServer:
     async def _answer(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> tuple[int, bytes]:
         path = unquote(urlsplit(target).path)
         if method != "POST" or not path.endswith(_GENERATE_SUFFIX) or "/models/" not in path:
-            return 404, orjson.dumps(error_body(404, f"{method} {path} is not served by the Gemini test server"))
+            return await self._answer_batch_api(method, target, path, headers, body=raw)
         model = path[path.rindex("/models/") + len("/models/"): -len(_GENERATE_SUFFIX)]
         try:
             body = orjson.loads(raw) if raw else {}
@@ -444,6 +621,7 @@ class GeminiTestServer:
         with self._lock:
             self._request_count += 1
             request.seq = self._request_count
+            generation = self._generation
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             if self.record:
@@ -459,7 +637,8 @@ class GeminiTestServer:
             status, payload = self._reply(request, failure, malformed)
         finally:
             with self._lock:
-                self._in_flight -= 1
+                if generation == self._generation:
+                    self._in_flight -= 1
         request.response_status = status
         return status, payload
 
@@ -470,15 +649,21 @@ class GeminiTestServer:
             return failure[0], orjson.dumps(error_body(failure[0], retry_delay=failure[1]))
         if self.expected_api_key is not None and request.api_key != self.expected_api_key:
             return 400, orjson.dumps(error_body(400, "API key not valid. Please pass a valid API key."))
+        status, payload = self._model_answer(request, malformed)
+        return status, orjson.dumps(payload)
+
+    def _model_answer(self, request: RecordedRequest, malformed: str | None) -> tuple[int, dict[str, Any]]:
+        """What the model answers one request, interactive or inline: (200, a GenerateContentResponse) or an error
+        status with its body."""
         if malformed is not None:
             text = _malformed(malformed, request)
         else:
             try:
                 answer = self.responder(request) if self.responder is not None else None
             except Exception as exc:  # a broken responder shows up as a 500 the test can read
-                return 500, orjson.dumps(error_body(500, f"responder failed: {exc!r}"))
+                return 500, error_body(500, f"responder failed: {exc!r}")
             if isinstance(answer, ErrorReply):
-                return answer.status, orjson.dumps(error_body(answer.status, answer.message, answer.retry_delay))
+                return answer.status, error_body(answer.status, answer.message, answer.retry_delay)
             if answer is None:
                 answer = example_from_schema(request.response_schema, request.contents)
             text = answer if isinstance(answer, str) else orjson.dumps(answer).decode()
@@ -490,13 +675,255 @@ class GeminiTestServer:
             usage["thoughtsTokenCount"] = thoughts
         usage["totalTokenCount"] = prompt_tokens + output_tokens + max(0, thoughts)
         request.response_text, request.usage = text, (prompt_tokens, output_tokens)
-        return 200, orjson.dumps(
-            {
-                "candidates": [
-                    {"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}
-                ],
-                "usageMetadata": usage,
-                "modelVersion": request.model,
-                "responseId": f"test-{request.seq}",
-            }
-        )
+        return 200, {
+            "candidates": [
+                {"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}
+            ],
+            "usageMetadata": usage,
+            "modelVersion": request.model,
+            "responseId": f"test-{request.seq}",
+        }
+
+    # ---- Batch API ---------------------------------------------------------------------------
+
+    def _batch_route(self, method: str, path: str) -> tuple[Callable[..., tuple[int, dict[str, Any]]], str] | None:
+        """The handler of a Batch API call and its argument (the model, or the batch's name), None if not one."""
+        if method == "POST" and path.endswith(_BATCH_SUFFIX) and "/models/" in path:
+            return self._create_batch, path[path.rindex("/models/") + len("/models/"): -len(_BATCH_SUFFIX)]
+        _, found, rest = path.rpartition("/batches")
+        if not found:
+            return None
+        if rest == "":
+            return (self._list_batches, "") if method == "GET" else None
+        batch_id = rest[1:]
+        if not rest.startswith("/") or not batch_id or "/" in batch_id:
+            return None
+        if method == "POST" and batch_id.endswith(_CANCEL_SUFFIX):
+            return self._cancel_batch, "batches/" + batch_id[: -len(_CANCEL_SUFFIX)]
+        if ":" in batch_id:
+            return None
+        if method == "GET":
+            return self._get_batch, "batches/" + batch_id
+        if method == "DELETE":
+            return self._delete_batch, "batches/" + batch_id
+        return None
+
+    async def _answer_batch_api(
+        self, method: str, target: str, path: str, headers: dict[str, str], *, body: bytes
+    ) -> tuple[int, bytes]:
+        route = self._batch_route(method, path)
+        if route is None:
+            return 404, orjson.dumps(error_body(404, f"{method} {path} is not served by the Gemini test server"))
+        received_at = time.monotonic()
+        with self._lock:
+            failure = self._fail_always or (self._fail_queue.pop(0) if self._fail_queue else None)
+            delay = self._delay_queue.pop(0) if self._delay_queue else self.delay_s
+        if failure is not None:
+            status, payload = failure[0], error_body(failure[0], retry_delay=failure[1])
+        elif self.expected_api_key is not None and _api_key(headers, target) != self.expected_api_key:
+            status, payload = 400, error_body(400, "API key not valid. Please pass a valid API key.")
+        else:
+            handler, argument = route
+            status, payload = handler(argument, target=target, headers=headers, body=body)
+        if self.record:
+            with self._lock:
+                self._batch_api_calls.append(BatchApiCall(method, target, status, received_at))
+        if delay > 0:
+            # After the effect: a delayed answer to a create is a batch made whose answer came too late.
+            await asyncio.sleep(delay)
+        return status, orjson.dumps(payload)
+
+    def _create_batch(
+        self, model: str, *, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            parsed = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            return 400, error_body(400, "Invalid JSON payload received.")
+        batch_body = parsed.get("batch") if isinstance(parsed, dict) else None
+        if not isinstance(batch_body, dict):
+            return 400, error_body(400, "batch is required.")
+        display_name = batch_body.get("displayName")
+        input_config = batch_body.get("inputConfig") or {}
+        if not display_name:
+            return 400, error_body(400, "batch.display_name is required.")
+        if input_config.get("fileName"):
+            return 501, error_body(501, "The Gemini test server takes inline requests only.")
+        inline = (input_config.get("requests") or {}).get("requests")
+        if not isinstance(inline, list) or not inline:
+            return 400, error_body(400, "batch.input_config.requests.requests must not be empty.")
+        now, stamp = time.monotonic(), _timestamp()
+        with self._lock:
+            self._batch_seq += 1
+            name = f"batches/{secrets.token_hex(6)}{self._batch_seq}"
+            ends_as, end_error, answered_before_end = (
+                self._batch_endings.pop(0) if self._batch_endings else ("SUCCEEDED", None, 0)
+            )
+            recorded, metadata = [], []
+            for item in inline:
+                request = item.get("request") or {}
+                meta = item.get("metadata")
+                key = meta.get("key") if isinstance(meta, dict) else None
+                generation = request.get("generationConfig") or {}
+                self._request_count += 1
+                recorded.append(RecordedRequest(
+                    method="POST",
+                    path=target,
+                    model=str(request.get("model") or model).removeprefix("models/"),
+                    headers=headers,
+                    body=request,
+                    system_instruction=_text_of(request.get("systemInstruction")),
+                    contents=_text_of(request.get("contents")),
+                    response_schema=generation.get("responseSchema"),
+                    received_at=now,
+                    seq=self._request_count,
+                    body_size=_sdk_body_size(request),
+                    batch=name,
+                    batch_key=None if key is None else str(key),
+                ))
+                metadata.append(meta)
+            if self.record:
+                self._requests.extend(recorded)
+            batch = _Batch(
+                name=name, model=f"models/{model.removeprefix('models/')}", display_name=str(display_name),
+                requests=recorded, metadata=metadata, created=now, create_time=stamp, update_time=stamp,
+                ends_as=ends_as, end_error=end_error, answered_before_end=answered_before_end,
+                answers=[None] * len(recorded),
+            )
+            self._batches[name] = batch
+            self._batches_created += 1
+        return 200, self._operation(batch)
+
+    def _find_batch(self, name: str) -> _Batch | None:
+        with self._lock:
+            batch = self._batches.get(name)
+        if batch is not None:
+            self._advance(batch)
+        return batch
+
+    def _get_batch(self, name: str, **_: Any) -> tuple[int, dict[str, Any]]:
+        batch = self._find_batch(name)
+        if batch is None:
+            return 404, error_body(404, "Requested entity was not found.")
+        return 200, self._operation(batch)
+
+    def _cancel_batch(self, name: str, **_: Any) -> tuple[int, dict[str, Any]]:
+        batch = self._find_batch(name)
+        if batch is None:
+            return 404, error_body(404, "Requested entity was not found.")
+        if batch.state not in ENDED_STATES:
+            self._end(batch, CANCELLED, {"code": GRPC_CANCELLED, "message": "The batch was cancelled."})
+            with self._lock:
+                self._batches_cancelled += 1
+        return 200, {}
+
+    def _delete_batch(self, name: str, **_: Any) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            batch = self._batches.pop(name, None)
+        if batch is None:
+            return 404, error_body(404, "Requested entity was not found.")
+        return 200, {}
+
+    def _list_batches(self, _: str, *, target: str, **__: Any) -> tuple[int, dict[str, Any]]:
+        query = parse_qs(urlsplit(target).query)
+        try:
+            size = int(query.get("pageSize", [DEFAULT_LIST_PAGE_SIZE])[0]) or DEFAULT_LIST_PAGE_SIZE
+            start = int(query.get("pageToken", ["0"])[0] or 0)
+        except ValueError:
+            return 400, error_body(400, "Invalid page size or page token.")
+        if size < 0 or start < 0:
+            return 400, error_body(400, "Invalid page size or page token.")
+        with self._lock:
+            newest_first = sorted(self._batches.values(), key=lambda b: b.created, reverse=True)
+        page = newest_first[start: start + min(size, 1000)]
+        for batch in page:
+            self._advance(batch)
+        answer: dict[str, Any] = {}
+        if page:
+            answer["operations"] = [self._operation(batch) for batch in page]
+        if start + len(page) < len(newest_first):
+            answer["nextPageToken"] = str(start + len(page))
+        return 200, answer
+
+    def _advance(self, batch: _Batch) -> None:
+        """Bring a batch to where its age and the knobs put it: PENDING, then RUNNING (answering its requests),
+        then its end. Runs on the server's loop only, so two calls never advance a batch at once."""
+        if batch.state in ENDED_STATES:
+            return
+        elapsed = time.monotonic() - batch.created
+        with self._lock:
+            delay, held = self.batch_delay_s, self._hold_answered
+        if elapsed < delay / 2:
+            return
+        if batch.state == PENDING:
+            batch.state, batch.update_time = RUNNING, _timestamp()
+        to_answer = {"SUCCEEDED": len(batch.requests), "FAILED": 0, "EXPIRED": batch.answered_before_end}[batch.ends_as]
+        if held is not None:
+            to_answer = min(to_answer, held)
+        for index in range(min(to_answer, len(batch.requests))):
+            if batch.answers[index] is None:
+                batch.answers[index] = self._answer_inline(batch.requests[index])
+        if held is None and elapsed >= delay:
+            self._end(batch, "BATCH_STATE_" + batch.ends_as, batch.end_error)
+
+    def _answer_inline(self, request: RecordedRequest) -> dict[str, Any]:
+        """One inline request's InlinedResponse body (without metadata): a response, or an error."""
+        with self._lock:
+            failure = self._batch_request_failures.pop(0) if self._batch_request_failures else None
+            malformed = self._malformed_queue.pop(0) if failure is None and self._malformed_queue else None
+            self._batch_requests_answered += 1
+        if failure is not None:
+            status, payload = failure[0], error_body(failure[0], failure[1])
+        else:
+            status, payload = self._model_answer(request, malformed)
+        request.response_status = status
+        if status == 200:
+            return {"response": payload}
+        return {"error": _rpc_status(status, payload["error"]["message"])}
+
+    @staticmethod
+    def _end(batch: _Batch, state: str, error: dict[str, Any] | None) -> None:
+        batch.state, batch.error = state, error
+        batch.end_time = batch.update_time = _timestamp()
+
+    def _operation(self, batch: _Batch) -> dict[str, Any]:
+        """The batch as the API shows it: an Operation whose metadata is the GenerateContentBatch."""
+        answered = [a for a in batch.answers if a is not None]
+        failed = sum(1 for a in answered if "error" in a)
+        stats = {
+            "requestCount": str(len(batch.requests)),
+            "successfulRequestCount": str(len(answered) - failed),
+            "failedRequestCount": str(failed),
+            "pendingRequestCount": str(len(batch.requests) - len(answered)),
+        }
+        metadata: dict[str, Any] = {
+            "@type": _BATCH_TYPE,
+            "model": batch.model,
+            "displayName": batch.display_name,
+            "createTime": batch.create_time,
+            "updateTime": batch.update_time,
+            # int64 counts are strings in JSON, and proto3 leaves zeros out.
+            "batchStats": {k: v for k, v in stats.items() if v != "0" or k == "requestCount"},
+            "state": batch.state,
+            "name": batch.name,
+        }
+        operation: dict[str, Any] = {"name": batch.name, "metadata": metadata}
+        if batch.state not in ENDED_STATES:
+            return operation
+        metadata["endTime"] = batch.end_time
+        operation["done"] = True
+        reports = batch.state == SUCCEEDED or (batch.state in (CANCELLED, EXPIRED) and self.batch_partial_results)
+        if reports:
+            responses = []
+            for answer, meta in zip(batch.answers, batch.metadata):
+                if answer is not None:
+                    responses.append({**answer, "metadata": meta} if meta is not None and self.batch_echo_metadata
+                                     else answer)
+            if self.batch_reverse_responses:
+                responses.reverse()
+            metadata["output"] = {"inlinedResponses": {"inlinedResponses": responses}}
+        if batch.state == SUCCEEDED:
+            operation["response"] = {"@type": _BATCH_OUTPUT_TYPE, **metadata["output"]}
+        else:
+            operation["error"] = batch.error
+        return operation
