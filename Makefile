@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lock run test fuzz schema bench bench-queries bench-peer-setup bench-reruns load studio-screenshots clean
+.PHONY: setup lock run test fuzz schema bench bench-queries bench-peer-setup bench-reruns bench-costs load studio-screenshots clean
 
 setup: $(STAMP)
 
@@ -36,7 +36,7 @@ fuzz: setup
 schema: setup
 	$(PY) -m strawberry export-schema graphql_api.schema:schema --output schema.graphql
 
-bench: bench-queries bench-reruns
+bench: bench-queries bench-reruns bench-costs
 
 # Ours and PostGraphile side by side when node and npm are on PATH (bench.queries installs the peer when missing).
 bench-queries: setup
@@ -51,6 +51,10 @@ bench/peer/node_modules/.package-lock.json: bench/peer/package-lock.json
 
 bench-reruns: setup
 	$(PY) -m bench.reruns
+
+# What a field-only (onlyChanged) rerun and a BATCH rerun cost against a full interactive one, on the same calls.
+bench-costs: setup
+	$(PY) -m bench.costs
 
 # Mixed well-behaved load, alone then beside an abusive stream (issue 8); LOAD_SECONDS, LOAD_CLIENTS ... in bench/load.py.
 load: setup

@@ -304,6 +304,9 @@ _ENVIRONMENT = {
     "WEBHOOK_MAX_ATTEMPTS": "attempts at delivering a webhook event before giving up",
     "WEBHOOK_TIMEOUT_S": "seconds one webhook delivery may take",
     "WEBHOOK_POLL_S": "how often due webhook deliveries are looked for",
+    "BATCH_POLL_S": "how often a BATCH rerun's provider batch is polled",
+    "BATCH_MAX_REQUESTS": "requests per provider batch of a BATCH rerun",
+    "BATCH_LEASE_S": "seconds a runner holds a provider batch it works on before another may take over",
     "GEMINI_API_KEY": "analyze with Gemini; unset: the offline analyzer",
     "GEMINI_BASE_URL": "a Gemini-compatible endpoint",
     "ANALYSIS_CONCURRENCY": "analyses run at once",
@@ -312,7 +315,8 @@ _ENVIRONMENT = {
 _DATABASE_ENV = ("DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "LOG_FORMAT")
 _ANALYSIS_ENV = ("GEMINI_API_KEY", "GEMINI_BASE_URL", "ANALYSIS_CONCURRENCY")
 _WEBHOOK_ENV = ("WEBHOOK_MAX_ATTEMPTS", "WEBHOOK_TIMEOUT_S", "WEBHOOK_POLL_S")
-_WORKER_ENV = (*_DATABASE_ENV, *_ANALYSIS_ENV, "RERUN_LEASE_SECONDS", "DB_POOL_MAX", *_WEBHOOK_ENV)
+_BATCH_ENV = ("BATCH_POLL_S", "BATCH_MAX_REQUESTS", "BATCH_LEASE_S")
+_WORKER_ENV = (*_DATABASE_ENV, *_ANALYSIS_ENV, "RERUN_LEASE_SECONDS", "DB_POOL_MAX", *_WEBHOOK_ENV, *_BATCH_ENV)
 _SERVE_ENV = (*_WORKER_ENV, "HOST", "PORT", "RUN_WORKERS", "ENVIRONMENT", "ACCESS_LOG", "READ_ENGINE")
 
 
@@ -520,6 +524,8 @@ def rerun(
                                                     "customData.NAME")] = None,
     only_changed: Annotated[bool, typer.Option("--only-changed", help="per conversation, recompute only the outputs "
                                                "whose prompt, field or model the draft changed")] = False,
+    batch: Annotated[bool, typer.Option("--batch", help="send it through the Gemini Batch API at half the price "
+                                        "(results as batches finish, up to a day)")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="start without asking (needed without a terminal)")] = False,
     url: ServerUrl = client.DEFAULT_URL,
     key: ApiKey = None,
@@ -538,7 +544,8 @@ def rerun(
     targets = client.RerunTargets(
         agent=agent, versions=version or [], started_after=started_after, started_before=started_before,
         status=status or [], successful=True if successful else False if unsuccessful else None,
-        sentiment=sentiment or [], calls=call or [], chats=chat or [], fields=field or None, only_changed=only_changed)
+        sentiment=sentiment or [], calls=call or [], chats=chat or [], fields=field or None, only_changed=only_changed,
+        batch=batch)
     _client(url, key, lambda server: client.rerun(server, targets, max_cost=max_cost, yes=yes))
 
 

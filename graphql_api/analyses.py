@@ -26,8 +26,9 @@ class AnalysisFailed(ApiError):
 _REASON = {"INITIAL": "initial", "RERUN": "rerun", "PREVIEW": "preview"}
 
 
-def outcome_columns(outcome: AnalysisOutcome | None) -> dict[str, Any]:
-    """The stored columns of an analysis outcome (all None for a failed run), with its exact cost."""
+def outcome_columns(outcome: AnalysisOutcome | None, *, batch: bool = False) -> dict[str, Any]:
+    """The stored columns of an analysis outcome (all None for a failed run), with its exact cost (at the Batch
+    API's price when it came through a batch)."""
     if outcome is None:
         return dict.fromkeys(_OUTCOME_COLUMNS)
     return {
@@ -39,11 +40,11 @@ def outcome_columns(outcome: AnalysisOutcome | None) -> dict[str, Any]:
         "custom_data": outcome.custom_data,
         "input_tokens": outcome.input_tokens,
         "output_tokens": outcome.output_tokens,
-        "cost_usd": cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens),
+        "cost_usd": cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens, batch=batch),
     }
 
 
-def failure_columns(usage: Usage | None) -> dict[str, Any]:
+def failure_columns(usage: Usage | None, *, batch: bool = False) -> dict[str, Any]:
     """The stored columns of a failed run: only the model and the tokens it spent, when it answered."""
     columns = dict.fromkeys(_OUTCOME_COLUMNS)
     if usage is not None:
@@ -51,7 +52,7 @@ def failure_columns(usage: Usage | None) -> dict[str, Any]:
             model=usage.model,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
-            cost_usd=cost_usd(usage.model, usage.input_tokens, usage.output_tokens),
+            cost_usd=cost_usd(usage.model, usage.input_tokens, usage.output_tokens, batch=batch),
         )
     return columns
 

@@ -40,7 +40,7 @@ _EXIT_FOR_CODE = {
 }
 FINAL_STATUSES = frozenset({"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"})
 
-ESTIMATE_FIELDS = "conversations skipped inputTokens outputTokens costUsd model configVersion"
+ESTIMATE_FIELDS = "conversations skipped inputTokens outputTokens costUsd model configVersion mode"
 JOB_FIELDS = "id status total succeeded failed canceled pending costUsd createdAt finishedAt agent { id name }"
 RESULT_FIELDS = "id trigger createdAt summary successful userSentiment inVoicemail customData agentVersion { version }"
 
@@ -174,6 +174,7 @@ class RerunTargets:
     chats: list[str] = field(default_factory=list)
     fields: list[str] | None = None  # the outputs to recompute; None for all
     only_changed: bool = False
+    batch: bool = False  # through the Gemini Batch API
 
     def input(self) -> dict[str, Any]:
         narrowing: dict[str, Any] = {}
@@ -181,6 +182,8 @@ class RerunTargets:
             narrowing["fields"] = self.fields
         if self.only_changed:
             narrowing["onlyChanged"] = True
+        if self.batch:
+            narrowing["mode"] = "BATCH"
         return {**self._targets(), **narrowing}
 
     def _targets(self) -> dict[str, Any]:
@@ -224,8 +227,9 @@ def estimate_table(estimate: dict) -> Table:
     table = Table(title="Rerun estimate (dry run, nothing started)")
     for column in ("conversations", "input tokens", "output tokens", "cost", "model", "draft version"):
         table.add_column(column, justify="right" if column not in ("model",) else "left")
+    cost = _money(estimate["costUsd"]) + (" (batch price)" if estimate.get("mode") == "BATCH" else "")
     table.add_row(str(estimate["conversations"]), f"{estimate['inputTokens']:,}", f"{estimate['outputTokens']:,}",
-                  _money(estimate["costUsd"]), estimate["model"], str(estimate["configVersion"]))
+                  cost, estimate["model"], str(estimate["configVersion"]))
     return table
 
 

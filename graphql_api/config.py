@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     webhook_retry_delays_s: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_delays)] = (
         5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0, 86400.0)
     webhook_poll_s: Annotated[float, _at_least(0.01)] = 1.0
+    # Batch mode (mode: BATCH): how often a provider batch is polled, how many requests go in one batch, and how long
+    # a runner holds a batch it works on (submit, poll, record) before another may take it over.
+    batch_poll_s: Annotated[float, _at_least(0.01)] = 30.0
+    batch_max_requests: Annotated[int, _at_least(1)] = 500
+    batch_lease_s: Annotated[float, _at_least(1.0)] = 300.0
     # Queries compiled into one SQL statement (graphql_api/schema/compiler.py); off: every field by its resolver.
     read_engine: bool = True
     # Tests: run every compiled query through the resolvers too and answer INTERNAL when the two differ.

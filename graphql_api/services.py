@@ -15,6 +15,7 @@ from graphql_api.db import Database, EmbeddedPostgres, describe_url, migrate
 from graphql_api.logs import log_once
 from graphql_api.persisted import PersistedQueries, load_allow_list
 from graphql_api.ratelimit import RateLimiter
+from graphql_api.reruns.batches import BatchClient, BatchRunner, OfflineBatchClient
 from graphql_api.reruns.progress import ProgressHub
 from graphql_api.schema.compiler import ReadEngine
 from graphql_api.schema.documents import DocumentCache
@@ -34,6 +35,7 @@ class Services:
     progress: ProgressHub | None = None
     worker: RerunWorker | None = None
     webhooks: WebhookDeliverer | None = None
+    batches: BatchRunner | None = None
     documents: DocumentCache = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
     persisted: PersistedQueries = field(init=False)
@@ -54,6 +56,8 @@ class Services:
     def wake_workers(self) -> None:
         if self.worker is not None:
             self.worker.wake()
+        if self.batches is not None:
+            self.batches.wake()
 
 
 def make_analyzer(settings: Settings) -> Analyzer:
@@ -76,6 +80,17 @@ def make_analyzer(settings: Settings) -> Analyzer:
         "not from an LLM",
     )
     return OfflineAnalyzer()
+
+
+def make_batch_client(settings: Settings) -> BatchClient:
+    """The Gemini Batch API with a key; without one, batches the offline analyzer answers at once."""
+    if settings.gemini_api_key:
+        from graphql_api.analysis.batch import GeminiBatchClient
+
+        return GeminiBatchClient(settings.gemini_api_key, settings.gemini_base_url,
+                                 max_attempts=settings.gemini_max_attempts, base_delay_s=settings.gemini_retry_base_delay_s,
+                                 request_timeout_s=settings.gemini_timeout_s)
+    return OfflineBatchClient()
 
 
 @contextlib.contextmanager
@@ -104,7 +119,7 @@ async def open_services(
     await db.connect()
     log_once(log.info, "database_connected", url=describe_url(url))
     services = Services(settings=settings, db=db, authenticator=Authenticator(db), analyzer=make_analyzer(settings))
-    worker_task = webhooks_task = None
+    worker_task = webhooks_task = batches_task = None
     try:
         if background:
             services.progress = ProgressHub(db, url, on_queued=services.wake_workers)
@@ -121,8 +136,18 @@ async def open_services(
                     retry_delays_s=settings.webhook_retry_delays_s, poll_s=settings.webhook_poll_s,
                 )
                 webhooks_task = asyncio.create_task(services.webhooks.run())
+                # And the batches of BATCH reruns.
+                services.batches = BatchRunner(
+                    db=db, client=make_batch_client(settings), max_requests=settings.batch_max_requests,
+                    poll_s=settings.batch_poll_s, lease_s=settings.batch_lease_s,
+                )
+                batches_task = asyncio.create_task(services.batches.run())
         yield services
     finally:
+        if batches_task is not None:
+            services.batches.stop()
+            await batches_task
+            await services.batches.client.aclose()
         if worker_task is not None:
             services.worker.stop()
             await worker_task

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "graphql_api"
 # used, and the CLI, which imports each command's modules only when that command runs.
 LAZY_ALLOWED = {
     ("graphql_api.services", "graphql_api.analysis.gemini"),  # google-genai only with GEMINI_API_KEY
+    ("graphql_api.services", "graphql_api.analysis.batch"),
     ("graphql_api.services", "graphql_api.analysis.offline"),
 }
 LAZY_ALLOWED_MODULES = {"graphql_api.__main__"}

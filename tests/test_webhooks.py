@@ -165,6 +165,7 @@ async def test_a_finished_rerun_is_delivered_signed_with_its_figures_after_retri
             "job_id": job_id,
             "agent_id": "agent_voice1",
             "kind": "CALL",
+            "mode": "INTERACTIVE",
             "status": job["status"],
             "total": 3, "succeeded": job["succeeded"], "failed": job["failed"], "canceled": job["canceled"],
             "skipped": 0,

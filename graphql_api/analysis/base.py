@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 FieldType = Literal["STRING", "ENUM", "BOOLEAN", "NUMBER"]
@@ -168,3 +169,51 @@ def apply_required_fields(outcome: AnalysisOutcome, config: AnalysisConfig) -> A
         if f.required and outcome.custom_data.get(f.name) in (None, ""):
             outcome.successful = False
     return outcome
+
+
+# ---- batches: many requests sent as one provider batch (graphql_api.analysis.batch) ----------------------------
+
+BatchStateName = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"]
+ENDED_STATES: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One analysis to run in a batch; `key` is the caller's id for it (e.g. "rerun_ab12:17"), unique in the batch."""
+
+    key: str
+    conversation: Conversation
+    config: AnalysisConfig
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """Where a batch is. `error` says why an ended batch did not succeed (FAILED, CANCELLED, EXPIRED)."""
+
+    name: str
+    state: BatchStateName
+    done: bool
+    error: str | None = None
+    display_name: str | None = None
+    model: str | None = None
+    create_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+@dataclass
+class BatchResult:
+    """What one request of an ended batch gave: an outcome, or an error (exactly one).
+
+    The error carries `usage` when the model answered unusably (its tokens are charged), and `retryable` when
+    running the request again may help. `answered` is False for a request the batch never ran (it was cancelled,
+    expired or failed first): its error says why, and nothing was charged for it.
+    """
+
+    key: str
+    outcome: AnalysisOutcome | None = None
+    error: AnalysisError | None = None
+    answered: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.outcome is None) == (self.error is None):
+            raise ValueError("a BatchResult has exactly one of outcome and error")

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 import structlog
 from google.genai import types
 
-from graphql_api.analysis.base import AnalysisConfig, AnalysisError, AnalysisOutcome, Conversation
+from graphql_api.analysis.base import (
+    ENDED_STATES,
+    AnalysisError,
+    BatchRequest,
+    BatchResult,
+    BatchState,
+    BatchStateName,
+)
+
+__all__ = ["BatchRequest", "BatchResult", "BatchState", "GeminiBatchClient", "normalize_state"]
 from graphql_api.analysis.gemini import GeminiCaller, is_retryable_status, parse_response, request_config
 from graphql_api.analysis.prompting import render_transcript
 
@@ -25,8 +33,6 @@ logger = structlog.stdlib.get_logger(__name__)
 
 T = TypeVar("T")
 
-BatchStateName = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"]
-ENDED_STATES: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
 # The inline request's metadata entry that carries BatchRequest.key; the API echoes metadata in each response.
 METADATA_KEY = "key"
 
@@ -69,48 +75,6 @@ def normalize_state(state: types.JobState | str | None) -> BatchStateName:
         logger.warning("gemini_batch_unknown_state", state=value)
         return "RUNNING"
     return known
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    """One analysis to run in a batch; `key` is the caller's id for it (e.g. "rerun_ab12:17"), unique in the batch."""
-
-    key: str
-    conversation: Conversation
-    config: AnalysisConfig
-
-
-@dataclass(frozen=True)
-class BatchState:
-    """Where a batch is. `error` says why an ended batch did not succeed (FAILED, CANCELLED, EXPIRED)."""
-
-    name: str
-    state: BatchStateName
-    done: bool
-    error: str | None = None
-    display_name: str | None = None
-    model: str | None = None
-    create_time: datetime | None = None
-    end_time: datetime | None = None
-
-
-@dataclass
-class BatchResult:
-    """What one request of an ended batch gave: an outcome, or an error (exactly one).
-
-    The error carries `usage` when the model answered unusably (its tokens are charged), and `retryable` when
-    running the request again may help. `answered` is False for a request the batch never ran (it was cancelled,
-    expired or failed first): its error says why, and nothing was charged for it.
-    """
-
-    key: str
-    outcome: AnalysisOutcome | None = None
-    error: AnalysisError | None = None
-    answered: bool = True
-
-    def __post_init__(self) -> None:
-        if (self.outcome is None) == (self.error is None):
-            raise ValueError("a BatchResult has exactly one of outcome and error")
 
 
 class _BatchOperation(pydantic.BaseModel, types.Operation):

@@ -28,6 +28,8 @@ MAX_EXPLICIT_IDS = 10_000
 # Where a job's config came from, kept in its snapshot (rerun_jobs.config_snapshot) beside the config keys.
 SOURCE_KEY = "config_source"
 DRAFT, PUBLISHED = "DRAFT", "PUBLISHED"
+# How a job's model requests are sent: one by one as workers take them, or through the provider's Batch API.
+INTERACTIVE, BATCH = "INTERACTIVE", "BATCH"
 # Item statuses a retry takes: the others are still to run in their job, or have their result.
 RETRYABLE_STATUSES = ("FAILED", "CANCELED")
 
@@ -42,6 +44,7 @@ class Estimate:
     config_version: int
     config_source: str = DRAFT
     skipped: int = 0  # targeted conversations with nothing to recompute
+    mode: str = INTERACTIVE
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,15 @@ def _hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _request_hash(targets: Selection, config_version: int | None = None, narrowing: Narrowing = FULL) -> str:
-    request = {**targets.to_json(), **narrowing.to_json()}  # a full rerun of the draft hashes as it always did
+def _request_hash(
+    targets: Selection, config_version: int | None = None, narrowing: Narrowing = FULL, mode: str = INTERACTIVE
+) -> str:
+    # A full interactive rerun of the draft hashes as it always did.
+    request = {**targets.to_json(), **narrowing.to_json()}
     if config_version is not None:
         request = {**request, "configVersion": config_version}
+    if mode != INTERACTIVE:
+        request = {**request, "mode": mode}
     return _hash(request)
 
 
@@ -180,7 +188,7 @@ class _NewJob:
     items_params: dict[str, Any]
     targets_argument: str  # the GraphQL arguments a refusal names
     cap_argument: str
-    batch: bool = False
+    mode: str = INTERACTIVE
 
 
 def _estimate(new: _NewJob, groups: list[Any], max_cost_usd: Decimal | None) -> Estimate:
@@ -205,11 +213,12 @@ def _estimate(new: _NewJob, groups: list[Any], max_cost_usd: Decimal | None) -> 
         conversations=conversations,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cost_usd=cost_usd(config.model, input_tokens, output_tokens, batch=new.batch),
+        cost_usd=cost_usd(config.model, input_tokens, output_tokens, batch=new.mode == BATCH),
         model=config.model,
         config_version=new.config_version,
         config_source=new.snapshot.get(SOURCE_KEY, DRAFT),
         skipped=skipped,
+        mode=new.mode,
     )
     if max_cost_usd is not None and estimate.cost_usd > max_cost_usd:
         raise LimitExceeded(
@@ -255,6 +264,7 @@ async def _insert_job(
         estimated_input_tokens=estimate.input_tokens,
         estimated_output_tokens=estimate.output_tokens,
         estimated_cost_usd=estimate.cost_usd,
+        mode=new.mode,
     )
     if inserted is None:
         # A concurrent request with the same idempotency key won; answer with its job.
@@ -287,10 +297,10 @@ async def plan_rerun(
     idempotency_key: str | None = None,
     config_version: int | None = None,
     narrowing: Narrowing = FULL,
-    batch: bool = False,
+    mode: str = INTERACTIVE,
 ) -> Plan:
     """Estimate a rerun and, unless a dry run, create the job and its items in one transaction."""
-    request_hash = _request_hash(targets, config_version, narrowing)
+    request_hash = _request_hash(targets, config_version, narrowing, mode)
     if idempotency_key is not None and not dry_run:
         earlier = await db.fetch_one("rerun_job_by_idempotency_key", workspace_id=workspace_id, idempotency_key=idempotency_key)
         if earlier is not None:
@@ -308,7 +318,7 @@ async def plan_rerun(
             agent_id=targets.agent_id, kind=targets.kind, config_version=version, snapshot=snapshot,
             targets={**targets.to_json(), **narrowing.to_json()}, request_hash=request_hash,
             items_query="rerun_items_insert", items_params=params,
-            targets_argument="input.filter", cap_argument="input.maxCostUsd", batch=batch,
+            targets_argument="input.filter", cap_argument="input.maxCostUsd", mode=mode,
         )
         groups = await db.fetch_all("rerun_estimate", workspace_id=workspace_id, **params)
         conversations = sum(group["conversations"] for group in groups)
@@ -377,7 +387,7 @@ async def plan_retry(
             agent_id=original["agent_id"], kind=original["kind"], config_version=original["config_version"],
             snapshot=original["config_snapshot"], targets=request, request_hash=request_hash,
             items_query="rerun_retry_items_insert", items_params=params,
-            targets_argument="statuses", cap_argument="maxCostUsd",
+            targets_argument="statuses", cap_argument="maxCostUsd", mode=original["mode"],
         )
         estimate = _estimate(new, groups, max_cost_usd)
         job = await _insert_job(db, workspace_id, new, estimate, requested_by=requested_by, idempotency_key=idempotency_key)
@@ -408,6 +418,7 @@ def estimate_of(job: Any) -> Estimate:
         config_version=job["config_version"],
         config_source=job["config_snapshot"].get(SOURCE_KEY, DRAFT),
         skipped=job["skipped"],
+        mode=job["mode"],
     )
 
 
@@ -417,7 +428,8 @@ async def create_rerun(**kwargs: Any) -> Plan:
         return await plan_rerun(**kwargs)
     except _IdempotentRace:
         return await _race_winner(
-            kwargs, _request_hash(kwargs["targets"], kwargs.get("config_version"), kwargs.get("narrowing", FULL))
+            kwargs, _request_hash(kwargs["targets"], kwargs.get("config_version"), kwargs.get("narrowing", FULL),
+                                  kwargs.get("mode", INTERACTIVE))
         )
 
 

@@ -771,6 +771,9 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
         "costUsd": _leaf("cost_usd", lambda c: f"{c}::text"),
         "configVersion": _leaf("config_version"),
         "configSource": _leaf("config_snapshot", lambda c: f"coalesce({c}->>'{SOURCE_KEY}', '{DRAFT}')"),
+        "mode": _leaf("mode"),
+        "batches": lambda b, sel, s: b.many(
+            "RerunBatch", sel, "rerun_batches", lambda r: f"{r('job_id')} = {s('job_id')}", "{a}.batch_id"),
         "config": _config(_snapshot("config_snapshot")),
         "targets": _leaf("targets"),
         "requestedBy": _leaf("requested_by"),
@@ -788,6 +791,17 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
             "RerunJob", sel, "rerun_jobs",
             lambda j: f"{j('workspace_id')} = $1::bigint AND ({j('targets')}->>'retryOf') = {s('job_id')}",
             "{a}.created_at DESC, {a}.job_id DESC"),
+    },
+    "RerunBatch": {
+        "name": _leaf("display_name"),
+        "providerName": _leaf("provider_name"),
+        "state": _leaf("state"),
+        "items": _leaf("items"),
+        "recorded": _leaf("recorded"),
+        "error": _leaf("error"),
+        "createdAt": _leaf("created_at", _instant),
+        "submittedAt": _leaf("submitted_at", _instant),
+        "finishedAt": _leaf("finished_at", _instant),
     },
     "RerunItem": {
         "conversationId": _leaf("conversation_id"),

@@ -54,6 +54,7 @@ class Loaders:
         self.rerun_job = SharedLoader(self._rerun_jobs)
         self.retries = SharedLoader(self._retries)
         self.rerun_impact = SharedLoader(self._rerun_impacts)
+        self.rerun_batches = SharedLoader(self._rerun_batches)
 
     async def _agents(self, keys: list[str]) -> list:
         rows = await self.db.fetch_all("agents_by_ids", workspace_id=self.workspace_id, agent_ids=keys)
@@ -114,6 +115,10 @@ class Loaders:
     async def _retries(self, keys: list[str]) -> list[list]:
         rows = await self.db.fetch_all("rerun_job_retries", workspace_id=self.workspace_id, job_ids=keys)
         return _grouped(rows, keys, lambda r: r["targets"]["retryOf"])
+
+    async def _rerun_batches(self, keys: list[str]) -> list[list]:
+        rows = await self.db.fetch_all("rerun_batches_of_jobs", workspace_id=self.workspace_id, job_ids=keys)
+        return _grouped(rows, keys, lambda r: r["job_id"])
 
     async def _rerun_impacts(self, keys: list[tuple[str, int]]) -> list:
         """Keys are (job id, how many items had finished in the job row read): the impact as of that row."""

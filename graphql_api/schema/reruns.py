@@ -73,6 +73,39 @@ class RerunConfigSource(Enum):
     PUBLISHED = strawberry.enum_value("PUBLISHED", description="A published version asked for with `configVersion`.")
 
 
+@strawberry.enum(description="How a rerun's model requests are sent.")
+class RerunMode(Enum):
+    INTERACTIVE = strawberry.enum_value(
+        "INTERACTIVE", description="One request per conversation as workers take them: results within seconds (the default)."
+    )
+    BATCH = strawberry.enum_value(
+        "BATCH",
+        description="Through the Gemini Batch API at half the price: results come back when a batch is done (up to a "
+        "day), a batch at a time. For backfills.",
+    )
+
+
+@strawberry.type(description="One provider batch of a BATCH rerun: some of its items, sent together.")
+class RerunBatch:
+    name: str = strawberry.field(description="Its display name at the provider: the job id and its rank.")
+    provider_name: str | None = strawberry.field(description="The provider's name for it (batches/...); null until sent.")
+    state: str = strawberry.field(
+        description="SUBMITTING, PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED or EXPIRED, as the provider last said."
+    )
+    items: int
+    recorded: bool = strawberry.field(description="Its results (or failure) are on its items.")
+    error: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RerunBatch:
+        return cls(name=row["display_name"], provider_name=row["provider_name"], state=row["state"], items=row["items"],
+                   recorded=row["recorded"], error=row["error"], created_at=row["created_at"],
+                   submitted_at=row["submitted_at"], finished_at=row["finished_at"])
+
+
 @strawberry.type(description="What a rerun will cost before it runs: its config's model, priced per token.")
 class RerunEstimate:
     conversations: int
@@ -86,10 +119,12 @@ class RerunEstimate:
         description="Targeted conversations with nothing to recompute (onlyChanged): not rerun, not charged."
     )
 
+    mode: RerunMode = strawberry.field(description="BATCH estimates are priced at the batch price.")
+
     @classmethod
     def of(cls, estimate: Estimate) -> RerunEstimate:
         fields = dataclasses.asdict(estimate)
-        return cls(**fields | {"config_source": RerunConfigSource(fields["config_source"])})
+        return cls(**fields | {"config_source": RerunConfigSource(fields["config_source"]), "mode": RerunMode(fields["mode"])})
 
 
 async def _load_result(info: Info, result_id: int | None) -> AnalysisResult | None:
@@ -180,6 +215,7 @@ class RerunJob:
         description="Whether `configVersion` was the latest draft (the default) or a published version asked for."
     )
     config: AnalysisConfig = strawberry.field(description="The config snapshot the job runs with.")
+    mode: RerunMode = strawberry.field(description="INTERACTIVE, or BATCH (the Gemini Batch API, at the batch price).")
     targets: JSON = strawberry.field(
         description="What was asked for: explicit ids, or the agent and filter; for a retry, the job retried (`retryOf`) "
         "and the statuses of its items taken."
@@ -202,6 +238,10 @@ class RerunJob:
             return None
         row = await info.context.loaders.rerun_job.load(retried)
         return RerunJob.from_row(row) if row is not None else None
+
+    @strawberry.field(description="A BATCH job's provider batches, oldest first; empty for an INTERACTIVE job.")
+    async def batches(self, info: Info) -> list[RerunBatch]:
+        return [RerunBatch.from_row(row) for row in await info.context.loaders.rerun_batches.load(self._row["job_id"])]
 
     @strawberry.field(description="The jobs that retry this one, newest first.")
     async def retries(self, info: Info) -> list[RerunJob]:
@@ -253,6 +293,7 @@ class RerunJob:
             config_version=row["config_version"],
             config_source=RerunConfigSource(snapshot.get(SOURCE_KEY, RerunConfigSource.DRAFT.value)),
             config=AnalysisConfig.from_row(snapshot),
+            mode=RerunMode(row["mode"]),
             targets=row["targets"],
             requested_by=row["requested_by"],
             cancel_requested_at=row["cancel_requested_at"],
@@ -306,6 +347,11 @@ class RerunAnalysisInput:
         "result carries the others over from the current one (see AnalysisResult.outputSources). A required field "
         "brings successful with it (it decides it). A conversation without a current result is analyzed in full. "
         "Null (the default) recomputes everything.",
+    )
+    mode: RerunMode = strawberry.field(
+        default=RerunMode.INTERACTIVE,
+        description="BATCH sends the requests through the Gemini Batch API at half the price; results arrive as "
+        "batches finish (minutes to a day). A retry of a BATCH job is a BATCH job.",
     )
     only_changed: bool = strawberry.field(
         default=False,
@@ -367,6 +413,7 @@ class RerunMutations:
                 fields=[str(name) for name in input.fields] if input.fields is not None else None,
                 only_changed=input.only_changed,
             ),
+            mode=input.mode.value,
         )
         if plan.job is None:
             return RerunAnalysisPayload(job=None, estimate=RerunEstimate.of(plan.estimate), reused=False)

@@ -36,10 +36,10 @@ SELECT * FROM rerun_jobs WHERE workspace_id = :workspace_id AND idempotency_key 
 -- A new job with its config snapshot and estimate; items are added by rerun_items_insert.
 INSERT INTO rerun_jobs (job_id, workspace_id, agent_id, kind, requested_by, idempotency_key, request_hash,
                         config_version, config_snapshot, targets, estimated_input_tokens, estimated_output_tokens,
-                        estimated_cost_usd)
+                        estimated_cost_usd, mode)
 VALUES (:job_id, :workspace_id, :agent_id, :kind, :requested_by, :idempotency_key, :request_hash,
         :config_version, :config_snapshot::jsonb, :targets::jsonb, :estimated_input_tokens, :estimated_output_tokens,
-        :estimated_cost_usd)
+        :estimated_cost_usd, :mode)
 ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING job_id;
 
@@ -134,7 +134,8 @@ LIMIT :limit;
 SELECT * FROM analysis_results WHERE workspace_id = :workspace_id AND id = ANY(:ids::bigint[]);
 
 -- rerun_items_claim --
--- Claim up to :batch open items, oldest job first: pending ones, and running ones whose lease expired.
+-- Claim up to :batch open items, oldest job first: pending ones, and running ones whose lease expired. A BATCH job's
+-- items go to the batch runner instead (graphql_api/reruns/batches.py).
 WITH picked AS (
     SELECT i.job_id, i.seq
     FROM rerun_jobs j
@@ -147,7 +148,7 @@ WITH picked AS (
         LIMIT :batch
         FOR UPDATE OF i SKIP LOCKED
     ) i
-    WHERE j.status IN ('QUEUED', 'RUNNING') AND j.cancel_requested_at IS NULL
+    WHERE j.status IN ('QUEUED', 'RUNNING') AND j.cancel_requested_at IS NULL AND j.mode = 'INTERACTIVE'
     ORDER BY j.created_at, i.seq
     LIMIT :batch
 )
