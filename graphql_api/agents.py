@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from graphql_api.analysis.config import CONFIG_KEYS, validate_data_fields, validate_model, validate_prompt
+from graphql_api.analysis.config import (
+    CONFIG_KEYS,
+    validate_data_fields,
+    validate_model,
+    validate_prompt,
+    validate_rationale,
+    validate_rubric,
+)
 from graphql_api.analysis.pricing import DEFAULT_MODEL
 from graphql_api.db import Database
 from graphql_api.errors import Conflict, not_found
@@ -16,6 +23,8 @@ _ARGUMENT = {
     "user_sentiment_prompt": "userSentimentPrompt",
     "data_fields": "dataFields",
     "model": "model",
+    "success_rubric": "successRubric",
+    "rationale": "rationale",
 }
 
 
@@ -28,6 +37,11 @@ def validate_changes(changes: dict[str, Any]) -> dict[str, Any]:
             clean[key] = [f.to_json() for f in validate_data_fields(value or [], argument=argument)]
         elif key == "model":
             clean[key] = validate_model(value, argument=argument) if value is not None else DEFAULT_MODEL
+        elif key == "success_rubric":
+            rubric = validate_rubric(value, argument=argument)
+            clean[key] = rubric.to_json() if rubric is not None else None
+        elif key == "rationale":
+            clean[key] = validate_rationale(value, argument=argument)
         else:
             clean[key] = validate_prompt(value, argument=argument)
     return clean

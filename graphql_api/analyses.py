@@ -41,6 +41,8 @@ def outcome_columns(outcome: AnalysisOutcome | None, *, batch: bool = False) -> 
         "input_tokens": outcome.input_tokens,
         "output_tokens": outcome.output_tokens,
         "cost_usd": cost_usd(outcome.model, outcome.input_tokens, outcome.output_tokens, batch=batch),
+        "evaluation": outcome.evaluation,
+        "rationale": outcome.rationale,
     }
 
 
@@ -81,7 +83,7 @@ async def record_failed_run(
 
 _OUTCOME_COLUMNS = (
     "model", "summary", "successful", "user_sentiment", "in_voicemail", "custom_data",
-    "input_tokens", "output_tokens", "cost_usd",
+    "input_tokens", "output_tokens", "cost_usd", "evaluation", "rationale",
 )
 
 

@@ -271,6 +271,8 @@ def parse_agent_version(record: dict) -> dict[str, Any]:
         "data_fields": data_fields,
         "model": model,
         "given": frozenset(given),
+        "success_rubric": None,
+        "rationale": "NONE",
         **prompts,
     }
 
@@ -400,11 +402,17 @@ _OPTIONAL_KEYS = frozenset({"transcript", "utterances", *_CONVERSATION_COLUMNS})
 _ROW_KEYS = ("agent_id", "kind", "status", *sorted(_OPTIONAL_KEYS))
 
 
+# What a config key recorded before it existed stands for.
+_UNSET_CONFIG = {"rationale": "NONE"}
+
+
 def _their_config(parsed: dict[str, Any], stored: Any) -> dict[str, Any]:
     """The config an agent record asks for, the stored model standing in when the record names none."""
     config = {key: parsed[key] for key in CONFIG_KEYS}
     if "model" not in parsed["given"]:
         config["model"] = stored["model"]
+    # A Retell record knows no rubric or rationale setting: the stored ones stay.
+    config["success_rubric"], config["rationale"] = stored["success_rubric"], stored["rationale"]
     return config
 
 
@@ -592,8 +600,8 @@ class Importer:
         rows = await self.db.fetch_all(
             "agent_version_changes_of", workspace_id=self.workspace_id, agent_ids=[agent_id], versions=[version]
         )
-        return [{key: row["before_config"].get(key) for key in CONFIG_KEYS} for row in rows] + [
-            {key: row["after_config"].get(key) for key in CONFIG_KEYS} for row in rows
+        return [{key: row["before_config"].get(key, _UNSET_CONFIG.get(key)) for key in CONFIG_KEYS} for row in rows] + [
+            {key: row["after_config"].get(key, _UNSET_CONFIG.get(key)) for key in CONFIG_KEYS} for row in rows
         ]
 
     async def _stored_conversations(self, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -385,7 +385,7 @@ def test_parse_model_output_accepts_numbers_and_fills_missing_fields() -> None:
     chat = parse_model_output(json.dumps({"summary": "s", "successful": False, "user_sentiment": "UNKNOWN"}),
                               AnalysisConfig(model=MODEL), "CHAT")
     assert chat == {"summary": "s", "successful": False, "user_sentiment": "UNKNOWN", "in_voicemail": None,
-                    "custom_data": {}}
+                    "custom_data": {}, "evaluation": None, "rationale": None}
     with pytest.raises(AnalysisError, match="in_voicemail"):
         parse_model_output(json.dumps({"summary": "s", "successful": False, "user_sentiment": "UNKNOWN"}),
                            AnalysisConfig(model=MODEL), "CALL")

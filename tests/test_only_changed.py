@@ -221,7 +221,7 @@ def test_a_narrowed_request_sends_and_expects_only_its_outputs() -> None:
     assert narrow_in < full_in and narrow_out == (20 + 40) * 10 < full_out == (160 + 80) * 10
     parsed = parse_model_output('{"user_sentiment": "POSITIVE", "custom_data": {"visit_type": "checkup"}}', narrow, "CALL")
     assert parsed == {"summary": None, "successful": None, "user_sentiment": "POSITIVE", "in_voicemail": None,
-                      "custom_data": {"visit_type": "checkup"}}
+                      "custom_data": {"visit_type": "checkup"}, "evaluation": None, "rationale": None}
     with pytest.raises(Exception) as missing:
         parse_model_output('{"custom_data": {"visit_type": "checkup"}}', narrow, "CALL")
     assert "user_sentiment" in str(missing.value) and not isinstance(missing.value, ApiError)

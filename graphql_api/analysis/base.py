@@ -55,10 +55,77 @@ class DataField:
         )
 
 
+RubricType = Literal["PASS_FAIL", "NUMERIC", "PERCENTAGE", "LIKERT", "CHECKLIST"]
+RUBRIC_TYPES: tuple[str, ...] = ("PASS_FAIL", "NUMERIC", "PERCENTAGE", "LIKERT", "CHECKLIST")
+# A verdict on a pass/fail rubric or one checklist criterion.
+VERDICTS: tuple[str, ...] = ("SUCCESS", "FAILURE", "UNKNOWN")
+# A Likert answer to the success statement, scored 1..5.
+LIKERT_LEVELS: tuple[str, ...] = ("STRONGLY_DISAGREE", "DISAGREE", "NEUTRAL", "AGREE", "STRONGLY_AGREE")
+# Which outputs come back with a rationale: none, the evaluations (successful or its rubric's criteria, and the
+# sentiment), or those and every custom data field.
+RATIONALE_MODES: tuple[str, ...] = ("NONE", "EVALUATIONS", "ALL")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One named criterion of a checklist rubric, judged on its own prompt."""
+
+    name: str
+    prompt: str
+
+
+@dataclass(frozen=True)
+class SuccessRubric:
+    """How success is judged instead of the plain yes/no `successful` prompt.
+
+    The model answers on the rubric's scale (the success prompt says what is judged); the score is a number on that
+    scale (pass/fail: 1 or 0; Likert: 1..5; checklist: the criteria met) and `successful` is score >= threshold.
+    """
+
+    type: RubricType
+    threshold: float | None = None  # the lowest score that counts as successful; PASS_FAIL has none
+    scale_min: int | None = None  # NUMERIC only
+    scale_max: int | None = None
+    criteria: tuple[Criterion, ...] = ()  # CHECKLIST only
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "threshold": self.threshold,
+            "scale_min": self.scale_min,
+            "scale_max": self.scale_max,
+            "criteria": [{"name": c.name, "prompt": c.prompt} for c in self.criteria],
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any] | None) -> SuccessRubric | None:
+        if not raw:
+            return None
+        return cls(
+            type=raw["type"],
+            threshold=raw.get("threshold"),
+            scale_min=raw.get("scale_min"),
+            scale_max=raw.get("scale_max"),
+            criteria=tuple(Criterion(c["name"], c["prompt"]) for c in raw.get("criteria") or ()),
+        )
+
+    def effective_threshold(self) -> float | None:
+        """The threshold that applies: the one set, else the default of the type (Likert: AGREE; checklist: all)."""
+        if self.threshold is not None:
+            return self.threshold
+        if self.type == "LIKERT":
+            return 4
+        if self.type == "CHECKLIST":
+            return len(self.criteria)
+        return None
+
+
 # The names of a config's outputs, as a rerun's `fields` and a result's provenance spell them: the presets in
 # AnalysisResult's GraphQL spelling, and each custom data field as "customData.<name>".
 SUMMARY, SUCCESSFUL, USER_SENTIMENT, IN_VOICEMAIL = "summary", "successful", "userSentiment", "inVoicemail"
 CUSTOM_PREFIX = "customData."
+# A checklist criterion's rationale is keyed "criterion.<name>".
+CRITERION_PREFIX = "criterion."
 
 
 @dataclass(frozen=True)
@@ -74,6 +141,8 @@ class AnalysisConfig:
     successful_prompt: str = DEFAULT_SUCCESSFUL_PROMPT
     user_sentiment_prompt: str = DEFAULT_USER_SENTIMENT_PROMPT
     data_fields: tuple[DataField, ...] = ()
+    success_rubric: SuccessRubric | None = None
+    rationale: str = "NONE"  # one of RATIONALE_MODES
     outputs: frozenset[str] | None = None
 
     def asks(self, output: str) -> bool:
@@ -83,6 +152,12 @@ class AnalysisConfig:
     def asked_fields(self) -> tuple[DataField, ...]:
         """The custom data fields this request asks for."""
         return tuple(f for f in self.data_fields if self.asks(CUSTOM_PREFIX + f.name))
+
+    def explains(self, output: str) -> bool:
+        """Whether the answer for `output` (asked for) comes with a rationale."""
+        if self.rationale == "NONE" or not self.asks(output):
+            return False
+        return output in (SUCCESSFUL, USER_SENTIMENT) or (self.rationale == "ALL" and output.startswith(CUSTOM_PREFIX))
 
 
 def output_names(config: AnalysisConfig, kind: ConversationKind) -> tuple[str, ...]:
@@ -117,7 +192,12 @@ class Conversation:
 
 @dataclass
 class AnalysisOutcome:
-    """A typed analysis result with the usage that produced it."""
+    """A typed analysis result with the usage that produced it.
+
+    `evaluation` is the rubric's answer when the config has one (its JSON as analysis_results.evaluation stores
+    it); `rationale` maps output names (successful, userSentiment, customData.<name>, criterion.<name>) to
+    {reason, quote, turn, quote_found} when the config asks for rationale.
+    """
 
     model: str
     summary: str | None
@@ -127,6 +207,8 @@ class AnalysisOutcome:
     custom_data: dict[str, Any] = field(default_factory=dict)
     input_tokens: int = 0
     output_tokens: int = 0
+    evaluation: dict[str, Any] | None = None
+    rationale: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

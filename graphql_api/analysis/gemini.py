@@ -166,7 +166,7 @@ def parse_response(response: types.GenerateContentResponse, conversation: Conver
         reason = candidate.finish_reason if candidate else getattr(response.prompt_feedback, "block_reason", None)
         raise AnalysisError(f"gemini returned no text for {conversation.id} (reason: {reason})", usage=spent)
     try:
-        parsed = parse_model_output(text, config, conversation.kind)
+        parsed = parse_model_output(text, config, conversation.kind, render_transcript(conversation))
     except AnalysisError as exc:
         exc.usage = spent  # the model answered: its tokens are charged even though the answer is unusable
         raise
@@ -179,6 +179,8 @@ def parse_response(response: types.GenerateContentResponse, conversation: Conver
         custom_data=parsed["custom_data"],
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        evaluation=parsed["evaluation"],
+        rationale=parsed["rationale"],
     )
     return apply_required_fields(outcome, config)
 

@@ -12,6 +12,8 @@ from functools import lru_cache
 from typing import Any
 
 from graphql_api.analysis.base import (
+    CRITERION_PREFIX,
+    CUSTOM_PREFIX,
     IN_VOICEMAIL,
     SUCCESSFUL,
     SUMMARY,
@@ -21,9 +23,10 @@ from graphql_api.analysis.base import (
     Conversation,
     DataField,
     Sentiment,
+    SuccessRubric,
     apply_required_fields,
 )
-from graphql_api.analysis.prompting import estimate_tokens
+from graphql_api.analysis.prompting import estimate_tokens, parse_evaluation
 
 MODEL = "offline"
 
@@ -75,6 +78,11 @@ def analyze_offline(conversation: Conversation, config: AnalysisConfig) -> Analy
         in_voicemail=voicemail if is_call else None,
         custom_data={f.name: _extract_field(f, turns, events) for f in config.data_fields},
     )
+    if config.success_rubric is not None:
+        answer = _rubric_answer(config.success_rubric, successful, sentiment, has_user, events)
+        outcome.evaluation, outcome.successful = parse_evaluation(answer, config.success_rubric)
+    if config.rationale != "NONE":
+        outcome.rationale = _rationale(config, outcome, turns, events)
     apply_required_fields(outcome, config)
     if config.outputs is not None:
         _narrow(outcome, config)
@@ -85,12 +93,90 @@ def analyze_offline(conversation: Conversation, config: AnalysisConfig) -> Analy
         "user_sentiment": outcome.user_sentiment,
         "in_voicemail": outcome.in_voicemail,
         "custom_data": outcome.custom_data,
+        "evaluation": outcome.evaluation,
+        "rationale": outcome.rationale,
     }
     if config.outputs is not None:  # a narrowed answer holds only what was asked
-        asked = {"summary": SUMMARY, "successful": SUCCESSFUL, "user_sentiment": USER_SENTIMENT, "in_voicemail": IN_VOICEMAIL}
-        result = {k: v for k, v in result.items() if (k == "custom_data" and v) or (k in asked and config.asks(asked[k]))}
+        asked = {"summary": SUMMARY, "successful": SUCCESSFUL, "user_sentiment": USER_SENTIMENT, "in_voicemail": IN_VOICEMAIL,
+                 "evaluation": SUCCESSFUL}
+        result = {k: v for k, v in result.items()
+                  if (k in ("custom_data", "rationale") and v) or (k in asked and config.asks(asked[k]))}
     outcome.output_tokens = estimate_tokens(len(json.dumps(result, sort_keys=True, ensure_ascii=False, default=str)))
     return outcome
+
+
+# --- rubrics and rationale --------------------------------------------------------------------
+
+
+def _rubric_answer(rubric: SuccessRubric, successful: bool, sentiment: Sentiment, has_user: bool,
+                   events: list[Event]) -> dict[str, Any]:
+    """What a model would answer on the rubric's scale, read from the same cues as `successful`: high when it
+    succeeded (highest with a positive user), low when not (lowest with a negative one)."""
+    if rubric.type == "PASS_FAIL":
+        return {"verdict": "UNKNOWN" if not has_user else "SUCCESS" if successful else "FAILURE"}
+    if rubric.type == "LIKERT":
+        if not has_user:
+            return {"level": "UNKNOWN"}
+        if successful:
+            return {"level": "STRONGLY_AGREE" if sentiment == "POSITIVE" else "AGREE"}
+        return {"level": "STRONGLY_DISAGREE" if sentiment == "NEGATIVE" else "DISAGREE"}
+    if rubric.type in ("NUMERIC", "PERCENTAGE"):
+        if not has_user:
+            return {"score": None}
+        low, high = (rubric.scale_min or 0, rubric.scale_max or 10) if rubric.type == "NUMERIC" else (0, 100)
+        if successful:
+            share = 1.0 if sentiment == "POSITIVE" else 0.8
+        else:
+            share = 0.0 if sentiment == "NEGATIVE" else 0.3
+        return {"score": low + round((high - low) * share)}
+    verdicts = {}
+    for criterion in rubric.criteria:
+        goals = _goals(criterion.prompt)
+        verdicts[criterion.name] = "UNKNOWN" if not goals or not has_user else (
+            "SUCCESS" if _goal_met(events, goals) else "FAILURE")
+    return {"criteria": verdicts}
+
+
+def _rationale(config: AnalysisConfig, outcome: AnalysisOutcome, turns: list[_Turn],
+               events: list[Event]) -> dict[str, Any]:
+    """A grounded reason per explained output: the sentence of the transcript the answer rests on, quoted exactly,
+    with its 1-based turn."""
+    def grounded(reason: str, ti: int | None, pos: int = 0) -> dict[str, Any]:
+        if ti is None:
+            return {"reason": reason, "quote": None, "turn": None, "quote_found": False}
+        start, end = turns[ti].sentence_at(pos)
+        return {"reason": reason, "quote": turns[ti].text[start:end].strip(), "turn": ti + 1, "quote_found": True}
+
+    last_event = events[-1][0] if events else None
+    user_turns = [i for i, t in enumerate(turns) if t.role == "user"]
+    out: dict[str, Any] = {}
+    if config.explains(SUCCESSFUL):
+        rubric = config.success_rubric
+        if rubric is not None and rubric.type == "CHECKLIST":
+            for c in (outcome.evaluation or {}).get("criteria", []):
+                spot = max((pos for pos, cat in events if cat in _goals(rubric_prompt(rubric, c["name"]))), default=None)
+                out[CRITERION_PREFIX + c["name"]] = grounded(
+                    f"{c['name']}: {c['verdict'].lower()} by what was said.", *(spot or (None, 0)))
+        else:
+            verdict = "succeeded" if outcome.successful else "did not succeed"
+            out[SUCCESSFUL] = grounded(f"The conversation {verdict}, as this line shows.", *(last_event or (None, 0)))
+    if config.explains(USER_SENTIMENT):
+        out[USER_SENTIMENT] = grounded(
+            f"The user sounded {(outcome.user_sentiment or 'UNKNOWN').lower()} here.", user_turns[-1] if user_turns else None)
+    for f in config.asked_fields():
+        if config.explains(CUSTOM_PREFIX + f.name):
+            value = outcome.custom_data.get(f.name)
+            found = None
+            if value not in (None, "", True, False):
+                needle = str(value).lower()
+                found = next(((i, t.low.index(needle)) for i, t in enumerate(turns) if needle in t.low), None)
+            reason = "Not stated in the transcript." if value in (None, "") else f"{f.name} is {value}."
+            out[CUSTOM_PREFIX + f.name] = grounded(reason, *(found or (None, 0)))
+    return out
+
+
+def rubric_prompt(rubric: SuccessRubric, name: str) -> str:
+    return next((c.prompt for c in rubric.criteria if c.name == name), "")
 
 
 # --- text primitives -------------------------------------------------------------------------
@@ -228,6 +314,8 @@ def _narrow(outcome: AnalysisOutcome, config: AnalysisConfig) -> None:
         outcome.in_voicemail = None
     asked = {f.name for f in config.asked_fields()}
     outcome.custom_data = {name: value for name, value in outcome.custom_data.items() if name in asked}
+    if not config.asks(SUCCESSFUL):
+        outcome.evaluation = None
 
 
 def _prompt_text(config: AnalysisConfig) -> str:

@@ -364,11 +364,13 @@ class _Builder:
         order_sql = ", ".join(f"{inner}.{column}{' DESC' if desc else ''}" for column, desc in order)
         outer_order = ", ".join(f"q.{column}{' DESC' if desc else ''}" for column, desc in order)
         select = ", ".join(f"{inner}.{column}" for column in sorted(columns))
+        # GROUP BY (): one row whatever the page holds, also when no part aggregates (only __typename, or
+        # pageInfo { hasPreviousPage }), which would otherwise give a row per page row, or none for an empty page.
         return (
             f"(SELECT json_build_object({', '.join(parts)}) FROM ("
             f"SELECT q.*, row_number() OVER (ORDER BY {outer_order}) AS _n, count(*) OVER () AS _total FROM ("
             f"SELECT {select} FROM {table} {inner} WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {order_sql} LIMIT {limit} + 1) q) p)"
+            f"ORDER BY {order_sql} LIMIT {limit} + 1) q) p GROUP BY ())"
         )
 
     def conversations(self, sel: Sel, kind: str, parent_agent: str | None) -> str:
@@ -499,6 +501,10 @@ def _config(source: Callable[[_Scope], Callable[[str], str]]) -> Callable[[_Buil
                 value = get("model")
             elif name == "dataFields":
                 value = _data_fields(builder, field, get("data_fields"))
+            elif name == "successRubric":
+                value = _rubric(builder, field, get("success_rubric"))
+            elif name == "rationale":
+                value = f"coalesce({get('rationale')}, 'NONE')"
             else:
                 raise Unsupported(f"AnalysisConfig.{name}")
             parts.append(f"{_literal(field.key)}, {value}")
@@ -536,13 +542,97 @@ def _data_fields(builder: _Builder, sel: Sel, fields_jsonb: str) -> str:
     }[field.name](v))
 
 
+def _rubric(builder: _Builder, sel: Sel, rubric_jsonb: str) -> str:
+    """AnalysisConfig.successRubric from its jsonb (a column, or a snapshot's key that may be absent or null)."""
+    values = {
+        "__typename": lambda v: "'SuccessRubric'",
+        "type": lambda v: f"{v}->'type'",
+        "threshold": lambda v: f"nullif({v}->'threshold', 'null'::jsonb)",
+        "scaleMin": lambda v: f"nullif({v}->'scale_min', 'null'::jsonb)",
+        "scaleMax": lambda v: f"nullif({v}->'scale_max', 'null'::jsonb)",
+        "criteria": lambda v: _elements(builder, field, f"coalesce({v}->'criteria', '[]'::jsonb)", lambda c, f: {
+            "__typename": "'RubricCriterion'", "name": f"{c}->'name'", "prompt": f"{c}->'prompt'"}[f.name]),
+    }
+    parts = []
+    for field in sel.children:
+        parts.append(f"{_literal(field.key)}, {values[field.name](rubric_jsonb)}")
+    return (f"CASE WHEN jsonb_typeof({rubric_jsonb}) = 'object' "
+            f"THEN json_build_object({', '.join(parts)}) END")
+
+
+_RATIONALE = {"__typename": None, "reason": "reason", "quote": "quote", "turn": "turn", "quoteFound": "quote_found"}
+
+
+def _rationale_object(sel: Sel, rationale_jsonb: str, typename: str) -> str:
+    """A Rationale from its jsonb ({reason, quote, turn, quote_found}); null when absent."""
+    parts = []
+    for field in sel.children:
+        key = _RATIONALE[field.name]
+        value = f"'{typename}'" if key is None else (
+            f"coalesce({rationale_jsonb}->'quote_found', 'false'::jsonb)" if key == "quote_found"
+            else f"nullif({rationale_jsonb}->'{key}', 'null'::jsonb)")
+        parts.append(f"{_literal(field.key)}, {value}")
+    return f"CASE WHEN jsonb_typeof({rationale_jsonb}) = 'object' THEN json_build_object({', '.join(parts)}) END"
+
+
+def _evaluation(builder: _Builder, sel: Sel, scope: _Scope) -> str:
+    """AnalysisResult.evaluation from the evaluation column, its criteria's rationale from the rationale column."""
+    e = scope("evaluation")
+    parts = []
+    for field in sel.children:
+        name = field.name
+        if name == "__typename":
+            value = "'SuccessEvaluation'"
+        elif name in ("type", "verdict", "level"):
+            value = f"nullif({e}->'{name}', 'null'::jsonb)"
+        elif name in ("score", "threshold", "scaleMin", "scaleMax"):
+            key = {"scaleMin": "scale_min", "scaleMax": "scale_max"}.get(name, name)
+            value = f"nullif({e}->'{key}', 'null'::jsonb)"
+        elif name == "criteria":
+            rationale = scope("rationale")
+            value = _elements(builder, field, f"coalesce({e}->'criteria', '[]'::jsonb)", lambda c, f: {
+                "__typename": lambda: "'CriterionVerdict'",
+                "name": lambda: f"{c}->'name'",
+                "verdict": lambda: f"{c}->'verdict'",
+                "rationale": lambda: _rationale_object(f, f"({rationale}->('{base.CRITERION_PREFIX}' || ({c}->>'name')))",
+                                                       "Rationale"),
+            }[f.name]())
+        else:
+            raise Unsupported(f"SuccessEvaluation.{name}")
+        parts.append(f"{_literal(field.key)}, {value}")
+    return f"CASE WHEN {e} IS NOT NULL THEN json_build_object({', '.join(parts)}) END"
+
+
+def _output_rationale(builder: _Builder, sel: Sel, scope: _Scope) -> str:
+    """AnalysisResult.rationale in types.output_order, like outputSources."""
+    o = builder.alias("o")
+    parts = []
+    for field in sel.children:
+        if field.name == "output":
+            value = f"{o}.k"
+        elif field.name == "__typename":
+            value = "'OutputRationale'"
+        else:
+            key = _RATIONALE[field.name]
+            value = (f"coalesce({o}.v->'quote_found', 'false'::jsonb)" if key == "quote_found"
+                     else f"nullif({o}.v->'{key}', 'null'::jsonb)")
+        parts.append(f"{_literal(field.key)}, {value}")
+    rank = " ".join(f"WHEN '{name}' THEN {i}" for name, i in _PRESET_RANK.items())
+    return (f"(SELECT coalesce(json_agg(json_build_object({', '.join(parts)}) "
+            f"ORDER BY CASE {o}.k {rank} ELSE 4 END, {o}.k COLLATE \"C\"), '[]'::json) "
+            f"FROM jsonb_each(coalesce({scope('rationale')}, '{{}}'::jsonb)) AS {o}(k, v))")
+
+
 def _columns(scope: _Scope) -> Callable[[str], str]:
     return lambda key: scope(key)
 
 
+_JSONB_CONFIG_KEYS = ("data_fields", "success_rubric")
+
+
 def _snapshot(column: str) -> Callable[[_Scope], Callable[[str], str]]:
     def source(scope: _Scope) -> Callable[[str], str]:
-        return lambda key: f"({scope(column)}->'{key}')" if key == "data_fields" else f"({scope(column)}->>'{key}')"
+        return lambda key: f"({scope(column)}->'{key}')" if key in _JSONB_CONFIG_KEYS else f"({scope(column)}->>'{key}')"
 
     return source
 
@@ -753,6 +843,8 @@ _TYPES: dict[str, dict[str, Callable[[_Builder, Sel, _Scope], str]]] = {
         "createdAt": _leaf("created_at", _instant),
         "agentVersion": _version_of("agent_id", "agent_version"),
         "outputSources": _output_sources,
+        "evaluation": _evaluation,
+        "rationale": _output_rationale,
     },
     "Call": _conversation_fields("CALL"),
     "Chat": _conversation_fields("CHAT"),

@@ -14,7 +14,7 @@ from graphql_api.schema.impact import ImpactMutations
 from graphql_api.schema.reruns import RerunMutations
 from graphql_api.schema.webhooks import WebhookMutations
 from graphql_api.analyses import run_preview
-from graphql_api.schema.enums import DataFieldType
+from graphql_api.schema.enums import DataFieldType, RationaleMode, RubricType
 from graphql_api.schema.types import AgentVersion, AnalysisResult
 
 
@@ -26,6 +26,29 @@ class DataFieldInput:
     examples: list[str] | None = None
     choices: list[str] | None = strawberry.field(default=None, description="Required, non-empty and unique for ENUM; absent otherwise.")
     required: bool = strawberry.field(default=False, description="Left empty by the analysis, it makes the conversation unsuccessful.")
+
+
+@strawberry.input(description="One criterion of a CHECKLIST rubric.")
+class RubricCriterionInput:
+    name: str = strawberry.field(description="Letters, digits and _, unique in the rubric.")
+    prompt: str = strawberry.field(description="What this criterion checks.")
+
+
+@strawberry.input(
+    description="How success is judged instead of the yes/no `successfulPrompt` (which still says what is judged): "
+    "the model answers on the rubric's scale and `successful` is score >= threshold."
+)
+class SuccessRubricInput:
+    type: RubricType
+    threshold: float | None = strawberry.field(
+        default=None,
+        description="The lowest score that is a success. Required for NUMERIC (within the scale) and PERCENTAGE "
+        "(0..100); LIKERT: 1..5, default 4 (agree); CHECKLIST: how many criteria must be met, default all; none for "
+        "PASS_FAIL.",
+    )
+    scale_min: int | None = strawberry.field(default=None, description="NUMERIC only, e.g. 1.")
+    scale_max: int | None = strawberry.field(default=None, description="NUMERIC only, e.g. 10.")
+    criteria: list[RubricCriterionInput] | None = strawberry.field(default=None, description="CHECKLIST only: 1 to 20.")
 
 
 @strawberry.input(
@@ -40,6 +63,14 @@ class AnalysisConfigInput:
         default=strawberry.UNSET, description="The whole list, replacing the current one; null clears it."
     )
     model: str | None = strawberry.UNSET
+    success_rubric: SuccessRubricInput | None = strawberry.field(
+        default=strawberry.UNSET, description="Judge success on a rubric; null goes back to the yes/no prompt."
+    )
+    rationale: RationaleMode | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Which outputs come back with a rationale grounded in the transcript; null is NONE. More "
+        "output tokens: see the estimate.",
+    )
     expected_revision: int | None = strawberry.field(
         default=strawberry.UNSET,
         description="When given, the edit is refused with CONFLICT unless the draft is still at this `revision`.",
@@ -73,6 +104,17 @@ def _changes(input: AnalysisConfigInput) -> dict:
             }
             for f in input.data_fields or []
         ]
+    if input.success_rubric is not strawberry.UNSET:
+        rubric = input.success_rubric
+        changes["success_rubric"] = None if rubric is None else {
+            "type": rubric.type.value,
+            "threshold": rubric.threshold,
+            "scale_min": rubric.scale_min,
+            "scale_max": rubric.scale_max,
+            "criteria": [{"name": c.name, "prompt": c.prompt} for c in rubric.criteria or []],
+        }
+    if input.rationale is not strawberry.UNSET:
+        changes["rationale"] = input.rationale.value if input.rationale is not None else None
     return changes
 
 

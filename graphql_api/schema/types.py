@@ -25,7 +25,11 @@ from graphql_api.schema.enums import (
     ConfigChangeOrigin,
     ConversationStatus,
     DataFieldType,
+    LikertLevel,
+    RationaleMode,
+    RubricType,
     UserSentiment,
+    Verdict,
 )
 from graphql_api.schema.filters import ConversationFilter, Kind, selection_of
 from graphql_api.schema.pagination import Connection, Keyset
@@ -50,10 +54,16 @@ class AnalysisConfig:
     user_sentiment_prompt_is_default: bool
     data_fields: list[DataField]
     model: str
+    success_rubric: SuccessRubric | None = strawberry.field(
+        description="How success is judged; null: the yes/no successfulPrompt."
+    )
+    rationale: RationaleMode = strawberry.field(description="Which outputs come back with a rationale.")
 
     @classmethod
     def from_row(cls, row: Any) -> AnalysisConfig:
         return cls(
+            success_rubric=SuccessRubric.of(base.SuccessRubric.from_json(_config_key(row, "success_rubric"))),
+            rationale=RationaleMode(_config_key(row, "rationale") or "NONE"),
             summary_prompt=row["summary_prompt"] or base.DEFAULT_SUMMARY_PROMPT,
             successful_prompt=row["successful_prompt"] or base.DEFAULT_SUCCESSFUL_PROMPT,
             user_sentiment_prompt=row["user_sentiment_prompt"] or base.DEFAULT_USER_SENTIMENT_PROMPT,
@@ -75,10 +85,114 @@ class AnalysisConfig:
         )
 
 
+def _config_key(row: Any, key: str) -> Any:
+    """A config key that versions and snapshots written before it existed lack."""
+    try:
+        return row[key]
+    except KeyError:
+        return None
+
+
+@strawberry.type(description="One criterion of a CHECKLIST rubric.")
+class RubricCriterion:
+    name: str
+    prompt: str
+
+
+@strawberry.type(description="How success is judged: the model answers on this scale; successful = score >= threshold.")
+class SuccessRubric:
+    type: RubricType
+    threshold: float | None = strawberry.field(
+        description="The lowest successful score as set; null for PASS_FAIL, and for LIKERT / CHECKLIST when their "
+        "default applies (4, agree / all criteria)."
+    )
+    scale_min: int | None = strawberry.field(description="NUMERIC only.")
+    scale_max: int | None = strawberry.field(description="NUMERIC only.")
+    criteria: list[RubricCriterion] = strawberry.field(description="CHECKLIST only.")
+
+    @classmethod
+    def of(cls, rubric: base.SuccessRubric | None) -> SuccessRubric | None:
+        if rubric is None:
+            return None
+        return cls(type=RubricType(rubric.type), threshold=rubric.threshold, scale_min=rubric.scale_min,
+                   scale_max=rubric.scale_max, criteria=[RubricCriterion(name=c.name, prompt=c.prompt) for c in rubric.criteria])
+
+
+@strawberry.type(description="Why the analysis answered an output as it did, grounded in the transcript.")
+class Rationale:
+    reason: str
+    quote: str | None = strawberry.field(description="Words the model quoted from the transcript.")
+    turn: int | None = strawberry.field(description="The 1-based transcript line (turn) the quote comes from.")
+    quote_found: bool = strawberry.field(
+        description="Whether the quote really is in the transcript (whitespace and case aside): false flags a reason "
+        "that may not be grounded."
+    )
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> Rationale:
+        return cls(reason=raw["reason"], quote=raw.get("quote"), turn=raw.get("turn"),
+                   quote_found=bool(raw.get("quote_found")))
+
+
+@strawberry.type(description="The rationale of one output.")
+class OutputRationale(Rationale):
+    output: str = strawberry.field(
+        description="successful, userSentiment, customData.<field name> or criterion.<criterion name>."
+    )
+
+
+@strawberry.type(description="One checklist criterion's verdict.")
+class CriterionVerdict:
+    name: str
+    verdict: Verdict
+    rationale: Rationale | None
+
+
+@strawberry.type(description="What a success rubric gave: the score on its scale and the threshold it was held to.")
+class SuccessEvaluation:
+    type: RubricType
+    score: float | None = strawberry.field(
+        description="PASS_FAIL: 1 or 0; NUMERIC / PERCENTAGE: the score; LIKERT: 1..5; CHECKLIST: criteria met. "
+        "Null when the transcript did not tell."
+    )
+    threshold: float | None = strawberry.field(description="The lowest successful score the result was judged against.")
+    scale_min: int | None
+    scale_max: int | None
+    verdict: Verdict | None = strawberry.field(description="PASS_FAIL only.")
+    level: LikertLevel | None = strawberry.field(description="LIKERT only.")
+    criteria: list[CriterionVerdict] = strawberry.field(description="CHECKLIST only, in the rubric's order.")
+
+    @classmethod
+    def of(cls, raw: dict[str, Any] | None, rationale: dict[str, Any] | None) -> SuccessEvaluation | None:
+        if raw is None:
+            return None
+        explained = rationale or {}
+        return cls(
+            type=RubricType(raw["type"]),
+            score=raw.get("score"),
+            threshold=raw.get("threshold"),
+            scale_min=raw.get("scale_min"),
+            scale_max=raw.get("scale_max"),
+            verdict=Verdict(raw["verdict"]) if raw.get("verdict") else None,
+            level=LikertLevel(raw["level"]) if raw.get("level") else None,
+            criteria=[
+                CriterionVerdict(
+                    name=c["name"], verdict=Verdict(c["verdict"]),
+                    rationale=Rationale.of(explained[base.CRITERION_PREFIX + c["name"]])
+                    if base.CRITERION_PREFIX + c["name"] in explained else None,
+                )
+                for c in raw.get("criteria") or []
+            ],
+        )
+
+
 @strawberry.type(description="One edit of a draft's analysis config.")
 class ConfigChange:
     changed_at: datetime
-    changed_fields: list[str] = strawberry.field(description="summary_prompt, successful_prompt, user_sentiment_prompt, data_fields or model.")
+    changed_fields: list[str] = strawberry.field(
+        description="summary_prompt, successful_prompt, user_sentiment_prompt, data_fields, model, success_rubric or "
+        "rationale."
+    )
     origin: ConfigChangeOrigin = strawberry.field(description="What made the edit.")
     before: AnalysisConfig
     after: AnalysisConfig
@@ -171,6 +285,20 @@ class AnalysisResult:
     _agent_version: strawberry.Private[int]
     _output_sources: strawberry.Private[dict[str, Any]]
     _output_fingerprints: strawberry.Private[dict[str, Any] | None]
+    _evaluation: strawberry.Private[dict[str, Any] | None]
+    _rationale: strawberry.Private[dict[str, Any] | None]
+
+    @strawberry.field(description="The success rubric's answer, when the config judged success on one.")
+    def evaluation(self) -> SuccessEvaluation | None:
+        return SuccessEvaluation.of(self._evaluation, self._rationale)
+
+    @strawberry.field(
+        description="Why each explained output came out as it did (when the config asks for rationale), in response "
+        "order: successful, userSentiment, then criteria and custom fields by name."
+    )
+    def rationale(self) -> list[OutputRationale]:
+        explained = self._rationale or {}
+        return [OutputRationale(output=name, **Rationale.of(explained[name]).__dict__) for name in output_order(explained)]
 
     @strawberry.field(description="The agent version whose analysis config produced this result.")
     async def agent_version(self, info: Info) -> AgentVersion:
@@ -213,6 +341,8 @@ class AnalysisResult:
             _agent_version=row[p + "agent_version"],
             _output_sources=row[p + "output_sources"],
             _output_fingerprints=row[p + "output_fingerprints"],
+            _evaluation=row[p + "evaluation"],
+            _rationale=row[p + "rationale"],
         )
 
 

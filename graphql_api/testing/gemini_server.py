@@ -211,7 +211,8 @@ def example_from_schema(schema: dict[str, Any] | None, contents: str = "", *, _t
     if typ == "BOOLEAN":
         return _name != "in_voicemail"
     if typ in ("NUMBER", "INTEGER"):
-        return 1
+        low = schema.get("minimum")
+        return low if low is not None and low > 1 else 1  # the lowest valid value from 1 up
     return None
 
 

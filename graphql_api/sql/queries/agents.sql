@@ -51,10 +51,12 @@ FOR UPDATE;
 -- agent_version_insert --
 -- Add a version with its analysis config.
 INSERT INTO agent_versions (workspace_id, agent_id, version, is_published, published_at, title,
-                            summary_prompt, successful_prompt, user_sentiment_prompt, data_fields, model)
+                            summary_prompt, successful_prompt, user_sentiment_prompt, data_fields, model,
+                            success_rubric, rationale)
 VALUES (:workspace_id, :agent_id, :version, :is_published,
         CASE WHEN :is_published::boolean THEN now() END, :title,
-        :summary_prompt, :successful_prompt, :user_sentiment_prompt, :data_fields::jsonb, :model)
+        :summary_prompt, :successful_prompt, :user_sentiment_prompt, :data_fields::jsonb, :model,
+        :success_rubric::jsonb, :rationale)
 RETURNING *, (NOT is_published) AS is_latest_draft;
 
 -- agent_draft_update --
@@ -62,7 +64,7 @@ RETURNING *, (NOT is_published) AS is_latest_draft;
 UPDATE agent_versions
 SET title = :title, summary_prompt = :summary_prompt, successful_prompt = :successful_prompt,
     user_sentiment_prompt = :user_sentiment_prompt, data_fields = :data_fields::jsonb, model = :model,
-    config_updated_at = clock_timestamp(), revision = revision + 1
+    success_rubric = :success_rubric::jsonb, rationale = :rationale, config_updated_at = clock_timestamp(), revision = revision + 1
 WHERE workspace_id = :workspace_id AND agent_id = :agent_id AND version = :version AND NOT is_published
 RETURNING *, true AS is_latest_draft;
 
@@ -83,9 +85,11 @@ LIMIT 1;
 -- agent_draft_ensure --
 -- Give an agent without a draft a new one: a copy of its latest version, numbered next.
 INSERT INTO agent_versions (workspace_id, agent_id, version, is_published, title,
-                            summary_prompt, successful_prompt, user_sentiment_prompt, data_fields, model)
+                            summary_prompt, successful_prompt, user_sentiment_prompt, data_fields, model,
+                            success_rubric, rationale)
 SELECT v.workspace_id, v.agent_id, v.version + 1, false, NULL,
-       v.summary_prompt, v.successful_prompt, v.user_sentiment_prompt, v.data_fields, v.model
+       v.summary_prompt, v.successful_prompt, v.user_sentiment_prompt, v.data_fields, v.model,
+       v.success_rubric, v.rationale
 FROM agent_versions v
 WHERE v.workspace_id = :workspace_id AND v.agent_id = :agent_id
   AND NOT EXISTS (SELECT 1 FROM agent_versions d

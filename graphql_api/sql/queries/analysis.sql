@@ -16,7 +16,8 @@ ORDER BY r.conversation_id, r.id DESC;
 -- (FROM, not `SELECT (f()).*`, which would call the function once per column.)
 SELECT * FROM record_analysis_result(:workspace_id, :conversation_id, :trigger, :agent_id, :agent_version, :model,
                                      :summary, :successful, :user_sentiment, :in_voicemail, :custom_data::jsonb,
-                                     :input_tokens, :output_tokens, :cost_usd, :waived, :reason, :rerun_job_id::text);
+                                     :input_tokens, :output_tokens, :cost_usd, :waived, :reason, :rerun_job_id::text,
+                                     NULL::jsonb, NULL::jsonb, :evaluation::jsonb, :rationale::jsonb);
 
 -- has_initial_analysis --
 -- Whether a conversation already has its initial analysis (imports stay idempotent).

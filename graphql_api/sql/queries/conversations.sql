@@ -25,7 +25,8 @@ SELECT c.workspace_id, c.conversation_id, c.kind, c.agent_id, c.agent_version, c
        r.user_sentiment AS r_user_sentiment, r.in_voicemail AS r_in_voicemail, r.custom_data AS r_custom_data,
        r.input_tokens AS r_input_tokens, r.output_tokens AS r_output_tokens, r.cost_usd AS r_cost_usd,
        r.charged AS r_charged, r.created_at AS r_created_at, r.conversation_id AS r_conversation_id,
-       r.output_sources AS r_output_sources, r.output_fingerprints AS r_output_fingerprints
+       r.output_sources AS r_output_sources, r.output_fingerprints AS r_output_fingerprints,
+       r.evaluation AS r_evaluation, r.rationale AS r_rationale
 {{conversations_selected}}
   AND (:after_at::timestamptz IS NULL OR (c.sort_at, c.conversation_id) < (:after_at::timestamptz, :after_id::text))
 ORDER BY c.sort_at DESC, c.conversation_id DESC

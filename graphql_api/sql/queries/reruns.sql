@@ -217,7 +217,7 @@ SELECT job_id, workspace_id, agent_id, kind, config_version, config_snapshot FRO
 -- are those the item asked for, NULL for all).
 SELECT * FROM finish_rerun_item(:job_id, :seq, :owner, :error, :model, :summary, :successful, :user_sentiment,
                                 :in_voicemail, :custom_data::jsonb, :input_tokens, :output_tokens, :cost_usd,
-                                :outputs::text[]);
+                                :outputs::text[], :evaluation::jsonb, :rationale::jsonb);
 
 -- rerun_job_cancel --
 -- Mark a job as being canceled and cancel its items that have not started (the caller holds the job row: items
