@@ -6,8 +6,10 @@ full through the Batch API, each job's actual charge side by side.
 One server process (real google-genai client) against the Gemini test server, whose token counts follow the
 request and answer sizes (about four bytes per token), so a smaller prompt and response schema show as they would.
 Steps: a full rerun gives every call a current result; the draft's `party_size` field description changes; then,
-on the same calls, a rerun with `onlyChanged: true` (it asks for that field only), a full interactive rerun, and a
-full BATCH rerun. Figures: estimated and charged cost, tokens, and the ratios.
+on the same calls, a rerun with `onlyChanged: true` (it asks for that field only), a full interactive rerun, a
+full BATCH rerun, and full reruns asking for rationale (EVALUATIONS, then ALL; the test server answers with a
+one-sentence reason and a quoted line per output, as a model would). Figures: estimated and charged cost, tokens,
+and the ratios.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncpg
 from bench.reruns import LOAD_SQL, RESULTS_DIR, Api, database
 from graphql_api.db import migrate
 from graphql_api.testing import GeminiTestServer
+from graphql_api.testing.gemini_server import example_from_schema
 from graphql_api.testing.processes import ServerProcess, cli
 
 FINAL = {"SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"}
@@ -86,14 +89,48 @@ async def scenario(args: argparse.Namespace, db_url: str, key: str, data_dir: Pa
             narrow = await run_job(api, db_url, "onlyChanged (party_size changed)", {**everything, "onlyChanged": True})
             full = await run_job(api, db_url, "full, interactive", everything)
             batch = await run_job(api, db_url, "full, BATCH", {**everything, "mode": "BATCH"})
+            # Rationale: the same full rerun, with reasons for the evaluations, then for every output.
+            gemini.responder = realistic_rationale
+            await api.gql(RATIONALE, {"mode": "EVALUATIONS"})
+            evaluations = await run_job(api, db_url, "full, rationale EVALUATIONS", everything)
+            await api.gql(RATIONALE, {"mode": "ALL"})
+            explained = await run_job(api, db_url, "full, rationale ALL", everything)
             await api.client.aclose()
     return {"baseline": baseline, "only_changed": narrow, "full": full, "batch": batch,
             "field_only_vs_full_cost": _ratio(narrow["cost_usd"], full["cost_usd"]),
             "field_only_vs_full_input_tokens": _ratio(narrow["input_tokens"], full["input_tokens"]),
             "field_only_vs_full_output_tokens": _ratio(narrow["output_tokens"], full["output_tokens"]),
+            "rationale_evaluations": evaluations, "rationale_all": explained,
+            "rationale_evaluations_vs_none_cost": _ratio(evaluations["cost_usd"], full["cost_usd"]),
+            "rationale_evaluations_vs_none_output_tokens": _ratio(evaluations["output_tokens"], full["output_tokens"]),
+            "rationale_all_vs_none_cost": _ratio(explained["cost_usd"], full["cost_usd"]),
+            "rationale_all_vs_none_output_tokens": _ratio(explained["output_tokens"], full["output_tokens"]),
             "batch_vs_interactive_cost": _ratio(batch["cost_usd"], full["cost_usd"]),
             "batch_vs_interactive_tokens": _ratio(batch["input_tokens"] + batch["output_tokens"],
                                                   full["input_tokens"] + full["output_tokens"])}
+
+
+RATIONALE = """mutation($mode: RationaleMode) { updateDraftPrompts(agentId: "agent_bench", input: { rationale: $mode }) {
+  version } }"""
+
+
+def realistic_rationale(request: Any) -> dict[str, Any]:
+    """The test server's answer, with reasons a model would write: a sentence, a quoted transcript line, its turn."""
+    answer = example_from_schema(request.response_schema, request.contents)
+    lines = request.contents.splitlines()
+    quote = next((line.split(": ", 1)[1] for line in lines if line.startswith("User:")), None)
+    turn = next((i + 1 for i, line in enumerate(lines) if line.startswith("User:")), None)
+
+    def reason(what: str) -> dict[str, Any]:
+        return {"reason": f"The caller stated the {what} plainly and the agent confirmed it before the call ended.",
+                "quote": quote, "turn": turn}
+
+    for key, value in (answer.get("rationale") or {}).items():
+        if isinstance(value, dict) and "reason" in value:
+            answer["rationale"][key] = reason(key.replace("_", " "))
+        elif isinstance(value, dict):
+            answer["rationale"][key] = {name: reason(name.replace("_", " ")) for name in value}
+    return answer
 
 
 def _ratio(a: Any, b: Any) -> float:
@@ -130,7 +167,10 @@ def main() -> None:
     print(f"summary: field-only rerun costs {report['field_only_vs_full_cost']:.3f}x a full one "
           f"({report['field_only_vs_full_input_tokens']:.3f}x input tokens, {report['field_only_vs_full_output_tokens']:.3f}x "
           f"output tokens); the batch job costs {report['batch_vs_interactive_cost']:.3f}x the interactive one "
-          f"for {report['batch_vs_interactive_tokens']:.3f}x its tokens")
+          f"for {report['batch_vs_interactive_tokens']:.3f}x its tokens; rationale for the evaluations costs "
+          f"{report['rationale_evaluations_vs_none_cost']:.3f}x ({report['rationale_evaluations_vs_none_output_tokens']:.2f}x "
+          f"output tokens), for every output {report['rationale_all_vs_none_cost']:.3f}x "
+          f"({report['rationale_all_vs_none_output_tokens']:.2f}x output tokens)")
 
 
 if __name__ == "__main__":
