@@ -1,6 +1,6 @@
 """Command line (Typer): the server's commands (`serve`, `run`, `migrate`, `seed`, `worker`, `import`, the API keys)
-and the clients of a running server (`rerun`, `jobs`, `cancel`, `diff`). `--help` on each names its options and the
-environment variables it reads; `main(argv)` returns the exit status."""
+and the clients of a running server (`rerun`, `export`, `jobs`, `cancel`, `diff`). `--help` on each names its options
+and the environment variables it reads; `main(argv)` returns the exit status."""
 
 from __future__ import annotations
 
@@ -496,23 +496,44 @@ def _client(url: str, key: str | None, command: Callable[[client.Client], int]) 
     _exit_with(client.run(url, key, command))
 
 
+# The filter of `rerun --agent` and `export --agent`: the conversations of the agent that it selects.
+Versions = Annotated[list[int] | None, typer.Option("--version", metavar="N", help="only conversations handled by "
+                                                    "agent version N (repeatable)")]
+StartedAfter = Annotated[str | None, typer.Option(metavar="ISO_TIME", help="started at or after, e.g. "
+                                                  "2026-11-16T00:00:00Z")]
+StartedBefore = Annotated[str | None, typer.Option(metavar="ISO_TIME", help="started before (exclusive)")]
+Statuses = Annotated[list[str] | None, typer.Option("--status", metavar="STATUS", help="conversation status, e.g. "
+                                                    "ENDED or ERROR (repeatable)")]
+Successful = Annotated[bool, typer.Option("--successful", help="only conversations whose current analysis is "
+                                          "successful")]
+Unsuccessful = Annotated[bool, typer.Option("--unsuccessful", help="only conversations whose current analysis is "
+                                            "unsuccessful")]
+Sentiments = Annotated[list[str] | None, typer.Option("--sentiment", metavar="SENTIMENT", help="current user "
+                                                      "sentiment: POSITIVE, NEUTRAL, NEGATIVE or UNKNOWN (repeatable)")]
+
+
+def _targets(agent: str | None, version: list[int] | None, started_after: str | None, started_before: str | None,
+             status: list[str] | None, successful: bool, unsuccessful: bool, sentiment: list[str] | None,
+             **more: object) -> client.RerunTargets:
+    if successful and unsuccessful:
+        raise typer.BadParameter("give --successful or --unsuccessful, not both", param_hint="'--unsuccessful'")
+    return client.RerunTargets(
+        agent=agent, versions=version or [], started_after=started_after, started_before=started_before,
+        status=status or [], successful=True if successful else False if unsuccessful else None,
+        sentiment=sentiment or [], **more)
+
+
 @_command(rich_help_panel=_CLIENT, epilog=_CLIENT_EPILOG)
 def rerun(
     agent: Annotated[str | None, typer.Option(metavar="ID", help="rerun this agent's conversations (narrowed by the "
                                               "filters)")] = None,
-    version: Annotated[list[int] | None, typer.Option(metavar="N", help="only conversations handled by agent version N "
-                                                      "(repeatable)")] = None,
-    started_after: Annotated[str | None, typer.Option(metavar="ISO_TIME", help="started at or after, e.g. "
-                                                      "2026-11-16T00:00:00Z")] = None,
-    started_before: Annotated[str | None, typer.Option(metavar="ISO_TIME", help="started before (exclusive)")] = None,
-    status: Annotated[list[str] | None, typer.Option(metavar="STATUS", help="conversation status, e.g. ENDED or ERROR "
-                                                     "(repeatable)")] = None,
-    successful: Annotated[bool, typer.Option("--successful", help="only conversations whose current analysis is "
-                                             "successful")] = False,
-    unsuccessful: Annotated[bool, typer.Option("--unsuccessful", help="only conversations whose current analysis is "
-                                               "unsuccessful")] = False,
-    sentiment: Annotated[list[str] | None, typer.Option(metavar="SENTIMENT", help="current user sentiment: POSITIVE, "
-                                                        "NEUTRAL, NEGATIVE or UNKNOWN (repeatable)")] = None,
+    version: Versions = None,
+    started_after: StartedAfter = None,
+    started_before: StartedBefore = None,
+    status: Statuses = None,
+    successful: Successful = False,
+    unsuccessful: Unsuccessful = False,
+    sentiment: Sentiments = None,
     call: Annotated[list[str] | None, typer.Option(metavar="ID", help="rerun this call (repeatable; not with "
                                                    "--agent)")] = None,
     chat: Annotated[list[str] | None, typer.Option(metavar="ID", help="rerun this chat (repeatable; not with "
@@ -539,14 +560,43 @@ def rerun(
     that flipped (successful true<->false). Targets: --agent with optional filters, or --call/--chat ids.
     --field and --only-changed recompute some outputs only (smaller, cheaper requests); the rest is carried over.
     """
-    if successful and unsuccessful:
-        raise typer.BadParameter("give --successful or --unsuccessful, not both", param_hint="'--unsuccessful'")
-    targets = client.RerunTargets(
-        agent=agent, versions=version or [], started_after=started_after, started_before=started_before,
-        status=status or [], successful=True if successful else False if unsuccessful else None,
-        sentiment=sentiment or [], calls=call or [], chats=chat or [], fields=field or None, only_changed=only_changed,
-        batch=batch)
+    targets = _targets(agent, version, started_after, started_before, status, successful, unsuccessful, sentiment,
+                       calls=call or [], chats=chat or [], fields=field or None, only_changed=only_changed, batch=batch)
     _client(url, key, lambda server: client.rerun(server, targets, max_cost=max_cost, yes=yes))
+
+
+@_command(rich_help_panel=_CLIENT, epilog=escape(
+    "The CSV has a header row; a JSON line is one object with custom_data nested. A record starting with #truncated "
+    "(CSV) or a line {\"errors\": ...} (JSON lines) ends an export the server could not finish; this command then "
+    "exits 1 and leaves no file. Columns and the endpoints: docs/export.md.\n\n"
+) + _CLIENT_EPILOG)
+def export(
+    job: Annotated[str | None, typer.Option(metavar="ID", help="export this rerun job's items: each new result next to "
+                                            "the one it replaced")] = None,
+    agent: Annotated[str | None, typer.Option(metavar="ID", help="export this agent's calls or chats with their "
+                                              "current results (narrowed by the filters)")] = None,
+    version: Versions = None,
+    started_after: StartedAfter = None,
+    started_before: StartedBefore = None,
+    status: Statuses = None,
+    successful: Successful = False,
+    unsuccessful: Unsuccessful = False,
+    sentiment: Sentiments = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="csv|jsonl", help="CSV, or JSON lines")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", show_default="stdout",
+                                                help="where to write it; written whole or not at all")] = None,
+    url: ServerUrl = client.DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Export analysis results from a running server as CSV or JSON lines, streamed to a file or stdout.
+
+    --job ID exports a rerun job's items (conversation, item status and error, the new result next to the previous
+    one); --agent ID exports the agent's calls or chats matching the filters with their current results, newest
+    first. Custom data fields are columns of their own. On a terminal the rows written so far show on stderr; a
+    summary (rows, size, time) ends it, on stderr when the data goes to stdout.
+    """
+    targets = _targets(agent, version, started_after, started_before, status, successful, unsuccessful, sentiment)
+    _client(url, key, lambda server: client.export(server, job=job, targets=targets, fmt=fmt, output=output))
 
 
 @_command(rich_help_panel=_CLIENT, epilog=_CLIENT_EPILOG)

@@ -28,6 +28,7 @@ import structlog
 
 from graphql_api import http as graphql_http
 from graphql_api.config import Settings
+from graphql_api.export import EXPORT_METHODS, export_job, export_results
 from graphql_api.graphiql import render_graphiql, static_route, vendor_dir
 from graphql_api.schema import schema
 from graphql_api.schema.context import Context
@@ -217,6 +218,9 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
             # Every method reaches the handler, so that even a wrong one is answered with a GraphQL response.
             Route("/graphql", graphql_over_http, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
             WebSocketRoute("/graphql", view),
+            # CSV and JSON lines downloads (docs/export.md).
+            Route("/export/results", export_results, methods=EXPORT_METHODS),
+            Route("/export/jobs/{job_id}", export_job, methods=EXPORT_METHODS),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             Route("/studio", studio_page),

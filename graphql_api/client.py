@@ -1,4 +1,5 @@
-"""The terminal client: `rerun`, `jobs`, `cancel` and `diff` over GraphQL against a running server, like any frontend.
+"""The terminal client: `rerun`, `jobs`, `cancel` and `diff` over GraphQL against a running server, like any frontend,
+and `export`, a download from its /export endpoints.
 
 Queries and mutations go over HTTP (httpx), the rerun's progress over the WebSocket at /graphql speaking
 graphql-transport-ws (websockets). Nothing here touches the server's internals or its database.
@@ -7,17 +8,22 @@ graphql-transport-ws (websockets). Nothing here touches the server's internals o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import websockets
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
 
@@ -98,23 +104,41 @@ class Client:
                 response = httpx.post(endpoint, json={"query": query, "variables": variables or {}},
                                       headers=self._headers(), timeout=self.timeout)
                 break
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as bad:
-                raise ClientError(f"bad server URL {self.url!r}: {bad}", "BAD_USER_INPUT", USAGE) from None
-            except httpx.TransportError as failed:
-                if attempt == retries:
-                    raise ClientError(f"server unreachable at {self.url}: {failed or type(failed).__name__}",
-                                      None, UNREACHABLE) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            if response.status_code in (401, 403):
-                raise ClientError(f"HTTP {response.status_code} from {endpoint}", None, AUTH)
-            raise ClientError(f"HTTP {response.status_code} from {endpoint}: not a GraphQL response", None, JOB_FAILED)
+            except (httpx.TransportError, httpx.InvalidURL) as failed:
+                if attempt == retries or isinstance(failed, (httpx.InvalidURL, httpx.UnsupportedProtocol)):
+                    raise self._unreachable(failed) from None
+        body = _json_body(response)
+        if body is None:
+            raise _not_an_answer(response, endpoint)
         if body.get("errors"):
             raise ClientError.from_graphql(body["errors"][0])
         return body.get("data") or {}
+
+    def _unreachable(self, failed: Exception) -> ClientError:
+        if isinstance(failed, (httpx.InvalidURL, httpx.UnsupportedProtocol)):
+            return ClientError(f"bad server URL {self.url!r}: {failed}", "BAD_USER_INPUT", USAGE)
+        return ClientError(f"server unreachable at {self.url}: {failed or type(failed).__name__}", None, UNREACHABLE)
+
+    @contextlib.contextmanager
+    def download(self, path: str, params: list[tuple[str, str]]) -> Iterator[httpx.Response]:
+        """A GET whose body is read as it arrives; a refusal (any status but 200) raises ClientError with its code."""
+        endpoint = self.url.rstrip("/") + path
+        with httpx.Client(timeout=self.timeout) as http:
+            try:
+                response = http.send(http.build_request("GET", endpoint, params=params, headers=self._headers()),
+                                     stream=True)
+            except (httpx.TransportError, httpx.InvalidURL) as failed:
+                raise self._unreachable(failed) from None
+            try:
+                if response.status_code != 200:
+                    response.read()
+                    body = _json_body(response)
+                    if body is None or not body.get("errors"):
+                        raise _not_an_answer(response, endpoint)
+                    raise ClientError.from_graphql(body["errors"][0])
+                yield response
+            finally:
+                response.close()
 
     def ws_url(self) -> str:
         base = self.url.rstrip("/")
@@ -161,6 +185,20 @@ class Client:
             raise ClientError("the server closed the subscription before it completed", None, UNREACHABLE)
 
 
+def _json_body(response: httpx.Response) -> dict | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _not_an_answer(response: httpx.Response, endpoint: str) -> ClientError:
+    if response.status_code in (401, 403):
+        return ClientError(f"HTTP {response.status_code} from {endpoint}", None, AUTH)
+    return ClientError(f"HTTP {response.status_code} from {endpoint}: not a GraphQL response", None, JOB_FAILED)
+
+
 @dataclass
 class RerunTargets:
     agent: str | None = None
@@ -190,8 +228,7 @@ class RerunTargets:
         if self.agent and (self.calls or self.chats):
             raise ClientError("give --agent with filters, or --call/--chat ids, not both", "BAD_USER_INPUT", USAGE)
         if self.calls or self.chats:
-            if self.versions or self.started_after or self.started_before or self.status or self.sentiment \
-                    or self.successful is not None:
+            if self.filtered():
                 raise ClientError("filters apply to --agent only", "BAD_USER_INPUT", USAGE)
             return {key: value for key, value in (("callIds", self.calls), ("chatIds", self.chats)) if value}
         if not self.agent:
@@ -204,6 +241,20 @@ class RerunTargets:
         }
         conversation_filter = {k: v for k, v in conversation_filter.items() if v is not None}
         return {"agentId": self.agent, **({"filter": conversation_filter} if conversation_filter else {})}
+
+
+    def filtered(self) -> bool:
+        return bool(self.versions or self.started_after or self.started_before or self.status or self.sentiment
+                    or self.successful is not None)
+
+    def export_params(self) -> list[tuple[str, str]]:
+        """The filter as /export/results takes it: parameters named like the GraphQL filter's fields, lists repeated."""
+        targets = self._targets()
+        params = [("agentId", targets["agentId"])]
+        for name, value in targets.get("filter", {}).items():
+            for item in value if isinstance(value, list) else [value]:
+                params.append((name, str(item).lower() if isinstance(item, bool) else str(item)))
+        return params
 
 
 def _out() -> Console:
@@ -411,6 +462,147 @@ def diff(client: Client, conversation_id: str, *, against: str | None) -> int:
     out.print(table)
     out.print(f"{changed} of {len(rows)} fields changed" if changed else "nothing changed")
     return OK
+
+
+EXPORT_FORMATS = ("csv", "jsonl")
+
+
+class RecordCounter:
+    """Counts the rows of an export as its bytes arrive, and tells whether its last record is a truncation marker.
+
+    A record ends at a newline, except, in CSV, inside a quoted field: each `"` opens or closes one (an escaped `""`
+    does both), so a newline ends a record when the quotes seen so far are even. A CSV export starts with its header.
+    """
+
+    # What starts the record the server writes last when it fails mid-stream (docs/export.md).
+    MARKERS = {"csv": b"#truncated,", "jsonl": b'{"errors":'}
+    HEAD = 64  # bytes kept of a record: enough to tell a marker
+
+    def __init__(self, fmt: str):
+        self.csv = fmt == "csv"
+        self.marker = self.MARKERS[fmt]
+        self.quoted = False
+        self.records = 0
+        self.current = b""  # the start of the record being read
+        self.last = b""  # the start of the last whole record
+
+    def feed(self, chunk: bytes) -> None:
+        start = position = 0
+        while True:
+            newline = chunk.find(b"\n", position)
+            if self.csv and chunk.count(b'"', position, len(chunk) if newline < 0 else newline) % 2:
+                self.quoted = not self.quoted
+            if newline < 0:
+                break
+            position = newline + 1
+            if not self.quoted:
+                self.records += 1
+                self.last = (self.current + chunk[start:newline])[:self.HEAD]
+                self.current = b""
+                start = position
+        if len(self.current) < self.HEAD:
+            self.current += chunk[start:start + self.HEAD - len(self.current)]
+
+    @property
+    def truncated(self) -> bool:
+        return self.last.startswith(self.marker)
+
+    @property
+    def rows(self) -> int:
+        return max(0, self.records - self.csv - self.truncated)
+
+
+def export(client: Client, *, job: str | None, targets: RerunTargets, fmt: str, output: Path | None) -> int:
+    """Download a job's items (`job`) or an agent's current results (`targets`) to `output` (None: stdout), counting
+    rows as they arrive; a file is written whole or not at all."""
+    if fmt not in EXPORT_FORMATS:
+        raise ClientError(f"--format is {' or '.join(EXPORT_FORMATS)}, not {fmt!r}", "BAD_USER_INPUT", USAGE)
+    if job and targets.agent:
+        raise ClientError("give --job or --agent (with filters), not both", "BAD_USER_INPUT", USAGE)
+    if job:
+        if targets.filtered():
+            raise ClientError("filters apply to --agent only", "BAD_USER_INPUT", USAGE)
+        path, params = f"/export/jobs/{job}", [("format", fmt)]
+    elif targets.agent:
+        path, params = "/export/results", [("format", fmt), *targets.export_params()]
+    else:
+        raise ClientError("nothing to export: give --job ID, or --agent ID (with filters)", "BAD_USER_INPUT", USAGE)
+    counter = RecordCounter(fmt)
+    written = 0
+    started = time.monotonic()
+    try:
+        with _export_sink(output) as sink, client.download(path, params) as response, _export_progress() as progress:
+            try:
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+                    written += len(chunk)
+                    counter.feed(chunk)
+                    progress(counter.rows, written)
+            except httpx.TransportError as failed:
+                raise _truncated(counter, output, f"the connection broke ({failed or type(failed).__name__})") from None
+            if counter.truncated:
+                raise _truncated(counter, output, "the server failed while writing it (its log says why)")
+    except BrokenPipeError:
+        # What reads stdout stopped (`| head`): end quietly, as a process that SIGPIPE ended would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    where = f"to {output}" if output else "to stdout"
+    (_out() if output else _err()).print(
+        f"exported {_rows(counter.rows)} ({_size(written)}, {fmt}) {where} in {time.monotonic() - started:.1f} s",
+        markup=False)
+    return OK
+
+
+def _truncated(counter: RecordCounter, output: Path | None, why: str) -> ClientError:
+    kept = f"{output} was not written" if output else "what was written to stdout is incomplete"
+    return ClientError(f"the export was cut short after {_rows(counter.rows)}: {why}; {kept}", None, JOB_FAILED)
+
+
+@contextlib.contextmanager
+def _export_sink(output: Path | None) -> Iterator[Any]:
+    """stdout, or a file beside `output` renamed to it once the export is whole (removed when it is not)."""
+    if output is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
+    try:
+        sink = partial.open("wb")
+    except OSError as failed:
+        raise ClientError(f"can't write {output}: {failed.strerror or failed}", "BAD_USER_INPUT", USAGE) from None
+    try:
+        with sink:
+            yield sink
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _export_progress() -> Iterator[Callable[[int, int], None]]:
+    """Rows and bytes so far on stderr, redrawn in place, when stderr is a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda rows, size: None
+        return
+    columns = (SpinnerColumn(), TextColumn("exporting {task.fields[rows]}, {task.fields[size]}"), TimeElapsedColumn())
+    with Progress(*columns, console=_err(), transient=True) as bar:
+        task = bar.add_task("export", total=None, rows=_rows(0), size=_size(0))
+        yield lambda rows, size: bar.update(task, rows=_rows(rows), size=_size(size))
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" + ("" if count == 1 else "s")
+
+
+def _size(size: int) -> str:
+    if size < 1000:
+        return f"{size} bytes"
+    scaled = float(size)
+    for unit in ("kB", "MB", "GB"):
+        scaled /= 1000
+        if scaled < 1000 or unit == "GB":
+            break
+    return f"{scaled:.1f} {unit}"
 
 
 def run(url: str, key: str | None, command: Callable[[Client], int]) -> int:

@@ -33,6 +33,8 @@ COMMANDS = {
     "rerun": (["--agent", "--version", "--started-after", "--started-before", "--status", "--successful",
                "--unsuccessful", "--sentiment", "--call", "--chat", "--max-cost", "--yes", "-y", *SERVER_OPTIONS],
               CLIENT),
+    "export": (["--job", "--agent", "--version", "--started-after", "--started-before", "--status", "--successful",
+                "--unsuccessful", "--sentiment", "--format", "--output", "-o", *SERVER_OPTIONS], CLIENT),
     "jobs": (["--agent", "--first", *SERVER_OPTIONS], CLIENT),
     "cancel": (["JOB_ID", *SERVER_OPTIONS], CLIENT),
     "diff": (["CONVERSATION_ID", "--against", *SERVER_OPTIONS], CLIENT),
@@ -105,6 +107,7 @@ def test_bad_usage_exits_2_with_the_reason_on_stderr() -> None:
     for args, reason in [
         (["create-api-key"], "Missing option '--workspace'"),
         (["rerun", "--successful", "--unsuccessful"], "not both"),
+        (["export", "--successful", "--unsuccessful"], "not both"),
         (["jobs", "--first", "many"], "Invalid value for '--first'"),
         (["nope"], "No such command 'nope'"),
     ]:

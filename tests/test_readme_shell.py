@@ -71,6 +71,7 @@ EXPECTED = [
     (r" import (\S+) --workspace \S+$", lambda m: [f"{m[1]}: agents=", "skipped=0"]),
     (r" rerun --agent", lambda m: ["Rerun estimate", "Start the rerun?", "Rerun rerun_", ": SUCCEEDED",
                                    "outcomes flipped"]),
+    (r" export (?:--agent|--job) ", lambda m: ["exported ", ") to "]),
     (r" jobs --agent (\S+)", lambda m: ["Rerun jobs, newest first", m[1], "SUCCEEDED"]),
     (r" cancel (\S+)$", lambda m: [f"job {m[1]}: CANCELED"]),
     (r" diff (\S+) --against (\S+)$", lambda m: [f"{m[1]}: current analysis against an earlier one", m[2], "changed"]),
@@ -84,7 +85,7 @@ def _expected(command: str) -> list[str]:
     raise AssertionError(f"no expected output for the README command {command!r}: add it to EXPECTED")
 
 
-CLIENT_COMMANDS = ("rerun", "jobs", "cancel", "diff")  # of the running server, one after the other
+CLIENT_COMMANDS = ("rerun", "export", "jobs", "cancel", "diff")  # of the running server, one after the other
 
 
 async def test_readme_commands_run_as_written(db_url, tmp_path) -> None:
@@ -113,6 +114,8 @@ async def test_readme_commands_run_as_written(db_url, tmp_path) -> None:
                 assert worker.stop() == 0, worker.log()
                 placeholders["JOB_ID"] = _queued_job(server.base_url, key)
             command = _substituted(command, placeholders)
+            # What the README's exports write goes to the test's directory, not into the checkout.
+            command = re.sub(r"(\s(?:--output|-o)\s+)(\S+)", lambda m: m[1] + str(tmp_path / Path(m[2]).name), command)
             if command.startswith("export "):
                 name, value = command.removeprefix("export ").split("=", 1)
                 env[name] = value
@@ -121,6 +124,7 @@ async def test_readme_commands_run_as_written(db_url, tmp_path) -> None:
             if " rerun " in command:
                 _assert_progress_drawn(run.drawn, run.text)
                 job_id = re.search(r"rerun job (\S+)", run.text)[1]
+                placeholders["JOB_ID"] = job_id  # for an export of the job (`cancel` gets a queued one of its own)
                 placeholders["CONVERSATION_ID"], placeholders["RESULT_ID"] = _rerun_item(server.base_url, key, job_id)
         for future in alone:
             future.result()
