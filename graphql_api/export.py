@@ -45,7 +45,8 @@ _LAST_INSTANT = datetime.max.replace(tzinfo=UTC)  # the first page's cursor: asy
 CONVERSATION_COLUMNS = ("conversation_id", "kind", "agent_id", "agent_version", "status", "started_at", "ended_at",
                         "duration_ms")
 RESULT_COLUMNS = ("result_id", "trigger", "model", "result_agent_version", "summary", "successful", "user_sentiment",
-                  "in_voicemail", "input_tokens", "output_tokens", "cost_usd", "charged", "result_created_at")
+                  "in_voicemail", "input_tokens", "output_tokens", "cost_usd", "charged", "result_created_at",
+                  "evaluation_score", "evaluation", "rationale")
 ITEM_COLUMNS = ("item_status", "error")
 PREVIOUS_COLUMNS = ("previous_result_id", "previous_trigger", "previous_agent_version", "previous_summary",
                     "previous_successful", "previous_user_sentiment", "previous_in_voicemail")

@@ -153,7 +153,7 @@ async def world(export_db: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
 # ---- what GraphQL says of the same rows -----------------------------------------------------------------------------
 
 RESULT = "id trigger model agentVersion { version } summary successful userSentiment inVoicemail inputTokens " \
-         "outputTokens costUsd charged createdAt customData"
+         "outputTokens costUsd charged createdAt customData evaluation { score } rationale { output }"
 CALL = "id callStatus startedAt endedAt durationMs agent { id } agentVersion { version }"
 CALLS = f"""query($filter: ConversationFilter) {{ calls(first: 100, filter: $filter) {{
   nodes {{ {CALL} analysis {{ {RESULT} }} }} }} }}"""
@@ -178,6 +178,11 @@ def _result(result: dict | None, fields: list[str]) -> dict[str, Any]:
         "in_voicemail": result.get("inVoicemail"), "input_tokens": result.get("inputTokens"),
         "output_tokens": result.get("outputTokens"), "cost_usd": result.get("costUsd"), "charged": result.get("charged"),
         "result_created_at": result.get("createdAt"),
+        # These configs judge success with the yes/no prompt and ask for no rationale (tests/test_rubrics.py exports
+        # rubric results).
+        "evaluation_score": (result.get("evaluation") or {}).get("score"),
+        "evaluation": None if result.get("evaluation") is None else result["evaluation"],
+        "rationale": None if not result.get("rationale") else result["rationale"],
         "custom_data": {f: result["customData"].get(f) for f in fields} if result else None,
     }
 

@@ -5,6 +5,7 @@ READ_ENGINE_VERIFY), the real google-genai client against the Gemini test server
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -182,6 +183,16 @@ async def test_rationale_is_asked_for_stored_grounded_and_shown_against_the_prev
     assert [c["rationale"]["reason"] for c in result["evaluation"]["criteria"]] == ["The agent confirmed it.", "Thanks at the end."]
     assert result["successful"] is True and result["evaluation"]["score"] == 2.0
     assert item["previousResult"]["rationale"] == [] and item["previousResult"]["evaluation"] is None
+    # The job's export carries the score, the evaluation and the rationale as stored.
+    job_id = data(await gapi.gql("{ rerunJobs(first: 1) { nodes { id } } }", key=gapi.key))["rerunJobs"]["nodes"][0]["id"]
+    response = await gapi.client.get(f"/export/jobs/{job_id}?format=jsonl", headers={"Authorization": f"Bearer {gapi.key}"})
+    assert response.status_code == 200, response.text
+    exported = [json.loads(line) for line in response.text.splitlines()]
+    assert [row["evaluation_score"] for row in exported] == [2.0, 2.0, 2.0]
+    row = exported[0]
+    assert row["evaluation"]["criteria"] == [{"name": "booked", "verdict": "SUCCESS"}, {"name": "thanked", "verdict": "SUCCESS"}]
+    assert row["rationale"]["criterion.booked"] == {"reason": "The agent confirmed it.", "quote": "You are booked for Tuesday",
+                                                     "turn": 3, "quote_found": True}
     # What the reasons cost: more output tokens for the same conversations, and the estimate says so beforehand.
     tokens = lambda job: sum(i["result"]["outputTokens"] for i in job["items"]["nodes"])  # noqa: E731
     assert tokens(explained) > tokens(plain)

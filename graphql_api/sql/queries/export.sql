@@ -2,7 +2,8 @@
 -- A result r's columns in an export (a fragment; graphql_api/export.py names them in RESULT_COLUMNS, in this order).
 r.id::text AS result_id, r.trigger, r.model, r.agent_version AS result_agent_version, r.summary, r.successful,
 r.user_sentiment, r.in_voicemail, r.input_tokens, r.output_tokens, r.cost_usd, r.charged,
-r.created_at AS result_created_at, r.custom_data
+r.created_at AS result_created_at, (r.evaluation ->> 'score')::float8 AS evaluation_score, r.evaluation, r.rationale,
+r.custom_data
 
 -- export_conversation_columns --
 -- A conversation c's columns in an export (a fragment; CONVERSATION_COLUMNS), statuses named as the API names them.
