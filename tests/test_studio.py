@@ -12,8 +12,9 @@ import secrets
 import shutil
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from graphql_api.db import with_database
 from graphql_api.graphiql import vendor_dir
 from graphql_api.studio import GRAPHQL_WS, GRAPHQL_WS_INTEGRITY
 from graphql_api.testing import GeminiTestServer
+from graphql_api.testing.gemini_server import RecordedRequest, example_from_schema
 from graphql_api.testing.processes import ServerProcess, cli
 
 try:
@@ -133,8 +135,9 @@ def studio(studio_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     key = created.stdout.strip().splitlines()[-1]
     with GeminiTestServer(delay_s=0.05) as gemini:
         # Two analyses at a time, each a little slow: a rerun takes long enough to watch it move and cancel it.
+        # BATCH reruns' provider batches are polled often, so one ends within a second or so.
         env = {"GEMINI_API_KEY": "test-key", "GEMINI_BASE_URL": gemini.base_url, "GEMINI_RETRY_BASE_DELAY_S": "0.05",
-               "ANALYSIS_CONCURRENCY": "2"}
+               "ANALYSIS_CONCURRENCY": "2", "BATCH_POLL_S": "0.2"}
         with ServerProcess(db_url=studio_db, data_dir=data_dir, env=env) as server:
             yield Studio(base_url=server.base_url, key=key, gemini=gemini, server=server)
 
@@ -285,6 +288,17 @@ def _flips(job: dict) -> int:
                and item["result"]["successful"] != item["previousResult"]["successful"])
 
 
+def _rerun(studio: Studio, **targets: Any) -> str:
+    """Start a rerun through the API and wait until it has succeeded; its job id."""
+    job_id = studio.gql("mutation($input: RerunAnalysisInput!) { rerunAnalysis(input: $input) { job { id } } }",
+                        {"input": targets})["rerunAnalysis"]["job"]["id"]
+    deadline = time.monotonic() + 30
+    while studio.gql(ITEMS, {"id": job_id})["rerunJob"]["status"] != "SUCCEEDED":
+        assert time.monotonic() < deadline, "the rerun did not finish"
+        time.sleep(0.1)
+    return job_id
+
+
 def test_a_rerun_is_estimated_capped_started_and_watched_live_to_its_end(session: Session, studio: Studio) -> None:
     page = session.page
     page.add_init_script(RECORD_PROGRESS)
@@ -311,6 +325,7 @@ def test_a_rerun_is_estimated_capped_started_and_watched_live_to_its_end(session
     expect(estimate).to_contain_text(expected["model"])
     expect(estimate).to_contain_text(f"draft v{expected['configVersion']}")
     expect(page.locator(".rules-inline")).to_contain_text("Every rerun is charged, for every model")
+    estimate.scroll_into_view_if_needed()
     session.shot("estimate")
 
     studio.gemini.delay_s = 0.15  # about ten items a second: long enough to see the bar move
@@ -379,12 +394,7 @@ def test_past_reruns_of_an_agent_are_listed_and_one_opens_with_its_items_filtere
     agent_id = studio.agent_id(SOLAR)
     calls = studio.gql("query($id: ID!) { agent(id: $id) { calls(first: 3, filter: { status: [ENDED] }) { nodes { id } } } }",
                        {"id": agent_id})["agent"]["calls"]["nodes"]
-    job_id = studio.gql("mutation($ids: [ID!]) { rerunAnalysis(input: { callIds: $ids }) { job { id } } }",
-                        {"ids": [c["id"] for c in calls]})["rerunAnalysis"]["job"]["id"]
-    deadline = time.monotonic() + 30
-    while studio.gql(ITEMS, {"id": job_id})["rerunJob"]["status"] != "SUCCEEDED":
-        assert time.monotonic() < deadline, "the rerun did not finish"
-        time.sleep(0.1)
+    job_id = _rerun(studio, callIds=[c["id"] for c in calls])
 
     session.open_agent(studio.key, SOLAR)
     page.get_by_test_id("tab-reruns").click()
@@ -428,4 +438,193 @@ def test_without_graphql_ws_a_running_rerun_is_followed_by_polling(session: Sess
     seen = page.evaluate("window.progressSeen")
     assert any(0 < value < 6 for value in seen), seen
     assert session.sockets == []
+    session.check()
+
+
+# The checklist the rubric tests judge SunPeak's calls by.
+CHECKLIST = [{"name": "booked", "prompt": "A consultation was booked with a date and time."},
+             {"name": "homeowner", "prompt": "The caller said they own the home."}]
+# Words no transcript has: a reason quoting them is not grounded, and the studio says so.
+RENTS, OWNS = "We just rent the place.", "Yes, we own the house outright."
+RUBRIC = "query($id: ID!) { agent(id: $id) { draft { revision analysisConfig { successfulPrompt rationale successRubric { type threshold criteria { name prompt } } } } } }"
+COMMON_WORDS = {"the", "and", "was", "with", "they", "said", "caller", "agent", "user"}
+
+
+def _words(text: str) -> set[str]:
+    return {word for word in re.findall(r"[a-z]+", text.lower()) if len(word) > 2} - COMMON_WORDS
+
+
+def reasoning_model(unmet: tuple[str, ...] = (), invented: dict[str, str] | None = None) -> Callable[[RecordedRequest], dict]:
+    """The test model, answering rubrics with reasons: every checklist criterion met but the `unmet` ones. A reason
+    quotes the caller's answer to the agent's line nearest its topic, with its turn; an `invented` one quotes words
+    that are not in the transcript."""
+    invented = invented or {}
+
+    def respond(request: RecordedRequest) -> dict:
+        answer = example_from_schema(request.response_schema, request.contents)
+        turns = [line.partition(": ")[::2] for line in request.contents.splitlines()]
+        schema = request.response_schema["properties"]
+        criteria = schema.get("evaluation", {}).get("properties", {}).get("criteria", {}).get("properties", {})
+        topics = {name: prop.get("description", "") for name, prop in {**schema, **criteria}.items()}
+        for name in answer.get("evaluation", {}).get("criteria", {}):
+            answer["evaluation"]["criteria"][name] = "FAILURE" if name in unmet else "SUCCESS"
+        reasons = answer.get("rationale", {})
+        for group in (reasons, reasons.get("criteria", {})):
+            for name in [name for name in group if name not in ("criteria", "custom_data")]:
+                words = _words(topics.get(name, name))
+                asked = max(range(len(turns)), key=lambda i: len(words & _words(turns[i][1])) if turns[i][0] == "Agent" else -1)
+                turn = next((i + 1 for i in range(asked, len(turns)) if turns[i][0] == "User"), None)
+                quote = invented.get(name, turns[turn - 1][1] if turn else None)
+                group[name] = {"reason": f"Going by what the caller says at turn {turn}.", "quote": quote, "turn": turn}
+        return answer
+
+    return respond
+
+
+def test_a_checklist_rubric_is_edited_refused_at_its_criterion_saved_and_previewed_with_its_reasons(session: Session, studio: Studio) -> None:
+    page = session.page
+    agent_id = studio.agent_id(SOLAR)
+    # From the yes/no prompt, whatever ran before.
+    studio.gql(SAVE, {"id": agent_id, "input": {"successRubric": None, "rationale": "NONE"}})
+    revision = studio.gql(RUBRIC, {"id": agent_id})["agent"]["draft"]["revision"]
+    session.open_agent(studio.key, SOLAR)
+    rubric = page.locator('[data-pair="successRubric"]')
+    expect(page.get_by_test_id("published-rubric")).to_contain_text("Yes / no: the successful prompt")
+    page.get_by_test_id("rubric-type").select_option("CHECKLIST")
+    criteria = page.get_by_test_id("criterion")
+    expect(criteria).to_have_count(1)
+    criteria.nth(0).get_by_test_id("criterion-name").fill("booked")
+    criteria.nth(0).get_by_test_id("criterion-prompt").fill(CHECKLIST[0]["prompt"])
+    page.get_by_test_id("add-criterion").click()
+    criteria.nth(1).get_by_test_id("criterion-name").fill("booked")
+    criteria.nth(1).get_by_test_id("criterion-prompt").fill(CHECKLIST[1]["prompt"])
+    # The checklist's default threshold is every criterion; the rationale's cost is said where it is chosen.
+    expect(page.get_by_test_id("rubric-threshold")).to_have_attribute("placeholder", "all (2)")
+    page.get_by_test_id("rationale").select_option("EVALUATIONS")
+    expect(page.get_by_test_id("rationale-cost")).to_contain_text("Reasons cost more output tokens")
+    expect(rubric.locator(".badge.diff").first).to_have_text("differs from v2")
+    expect(criteria.nth(1).locator(".badge.diff")).to_have_text("new in draft")
+
+    # Two criteria named alike: the server's message sits under the second one's name, and nothing is saved.
+    page.get_by_test_id("save-draft").click()
+    expect(criteria.nth(1).get_by_test_id("field-error")).to_contain_text("'booked' is used twice")
+    expect(criteria.nth(1).get_by_test_id("criterion-name")).to_have_attribute("aria-invalid", "true")
+    expect(criteria.nth(0).get_by_test_id("field-error")).to_have_count(0)
+    assert studio.gql(RUBRIC, {"id": agent_id})["agent"]["draft"]["revision"] == revision
+
+    criteria.nth(1).get_by_test_id("criterion-name").fill("homeowner")
+    page.get_by_test_id("save-draft").click()
+    expect(page.get_by_test_id("save-status")).to_have_text(f"Saved: draft v3 is now at revision {revision + 1}.")
+    expect(page.get_by_test_id("field-error")).to_have_count(0)
+    config = studio.gql(RUBRIC, {"id": agent_id})["agent"]["draft"]["analysisConfig"]
+    assert config["successRubric"] == {"type": "CHECKLIST", "threshold": None, "criteria": CHECKLIST}
+    assert config["rationale"] == "EVALUATIONS"
+    rubric.evaluate("pair => pair.scrollIntoView({ block: 'start' })")
+    session.shot("rubric")
+
+    studio.gemini.responder = reasoning_model(unmet=("homeowner",), invented={"homeowner": RENTS})
+    try:
+        page.get_by_test_id("tab-conversations").click()
+        row = page.get_by_test_id("conversation-row").filter(has_text="ENDED").first
+        call_id = row.get_attribute("data-id")
+        row.get_by_test_id("preview-button").click()
+        evaluation = page.get_by_test_id("preview-compare").locator('tr[data-field="evaluation"] td').last
+        expect(evaluation.get_by_test_id("evaluation-score")).to_have_text("Checklist: 1 of 2 criteria met · needs 2 of 2")
+    finally:
+        studio.gemini.responder = None
+    expect(page.get_by_test_id("preview-compare").locator('tr[data-field="successful"] td').last).to_have_text("no")
+    preview = studio.gql("query($id: ID!) { call(id: $id) { analysisHistory { trigger rationale { output quote turn quoteFound } } } }",
+                         {"id": call_id})["call"]["analysisHistory"][0]
+    assert preview["trigger"] == "PREVIEW"
+    reasons = {r["output"]: r for r in preview["rationale"]}
+    booked = evaluation.locator('[data-criterion="booked"]')
+    expect(booked).to_have_attribute("data-verdict", "SUCCESS")
+    expect(booked.get_by_test_id("rationale-quote")).to_have_text(reasons["criterion.booked"]["quote"])
+    expect(booked.get_by_test_id("rationale-turn")).to_have_text(f" turn {reasons['criterion.booked']['turn']}")
+    expect(booked.get_by_test_id("quote-not-found")).to_have_count(0)
+    # A reason whose quote is not in the transcript is flagged where it is shown.
+    homeowner = evaluation.locator('[data-criterion="homeowner"]')
+    expect(homeowner).to_have_attribute("data-verdict", "FAILURE")
+    expect(homeowner.get_by_test_id("rationale-quote")).to_have_text(RENTS)
+    assert reasons["criterion.homeowner"]["quoteFound"] is False
+    expect(homeowner.get_by_test_id("quote-not-found")).to_be_visible()
+    sentiment = page.get_by_test_id("preview-compare").locator('tr[data-field="userSentiment"] td').last
+    expect(sentiment.get_by_test_id("rationale-quote")).to_have_text(reasons["userSentiment"]["quote"])
+    session.check()
+
+
+def test_an_only_changed_batch_rerun_shows_what_it_skipped_what_each_item_recomputed_and_why_outcomes_flipped(session: Session, studio: Studio) -> None:
+    page = session.page
+    agent_id = studio.agent_id(SOLAR)
+    ids = [c["id"] for c in studio.gql("query($id: ID!) { agent(id: $id) { calls(first: 4, filter: { status: [ENDED] }) { nodes { id } } } }",
+                                       {"id": agent_id})["agent"]["calls"]["nodes"]]
+    recomputed, skipped = ids[:2], ids[2:]
+    # All four get a current result from a checklist where one criterion met is a success: the homeowner one, met on
+    # words the caller never said. Then only the success prompt changes, and two of them are rerun for it already:
+    # nothing is left to recompute for those.
+    rubric = {"type": "CHECKLIST", "threshold": 1, "criteria": CHECKLIST}
+    studio.gql(SAVE, {"id": agent_id, "input": {"successRubric": rubric, "rationale": "EVALUATIONS"}})
+    studio.gemini.responder = reasoning_model(unmet=("booked",), invented={"homeowner": OWNS})
+    try:
+        _rerun(studio, callIds=ids)
+        prompt = studio.gql(RUBRIC, {"id": agent_id})["agent"]["draft"]["analysisConfig"]["successfulPrompt"]
+        studio.gql(SAVE, {"id": agent_id, "input": {"successfulPrompt": prompt + " A homeowner must say so."}})
+        studio.gemini.responder = reasoning_model(unmet=("booked", "homeowner"))
+        _rerun(studio, callIds=skipped, onlyChanged=True)
+
+        session.open_agent(studio.key, SOLAR)
+        page.get_by_test_id("tab-conversations").click()
+        for call_id in ids:
+            page.locator(f'[data-testid="conversation-row"][data-id="{call_id}"]').get_by_test_id("conversation-tick").check()
+        page.get_by_role("button", name="Rerun the ticked ones…").click()
+        page.get_by_test_id("only-changed").check()
+        page.get_by_test_id("batch-mode").check()
+        page.get_by_test_id("estimate-button").click()
+        expect(page.get_by_test_id("estimate-conversations")).to_have_text("2")
+        expect(page.get_by_test_id("estimate-skipped")).to_contain_text("2 with nothing to recompute")
+        expect(page.get_by_test_id("estimate-mode")).to_contain_text("batch")
+        # Priced at the batch price: half the interactive estimate of the same rerun.
+        dry = "mutation($input: RerunAnalysisInput!) { rerunAnalysis(input: $input) { estimate { costUsd } } }"
+        costs = {mode: Decimal(studio.gql(dry, {"input": {"callIds": ids, "onlyChanged": True, "dryRun": True, "mode": mode}})
+                               ["rerunAnalysis"]["estimate"]["costUsd"]) for mode in ("INTERACTIVE", "BATCH")}
+        assert 0 < costs["BATCH"] and abs(costs["INTERACTIVE"] - 2 * costs["BATCH"]) <= Decimal("0.00000001")
+        expect(page.get_by_test_id("estimate-cost").locator(".money")).to_have_attribute("title", f"${costs['BATCH']} exactly")
+        expect(page.get_by_test_id("estimate-cost")).to_contain_text("at the batch price")
+        page.get_by_test_id("start-rerun").click()
+        expect(page.get_by_test_id("rerun-status")).to_have_text("SUCCEEDED", timeout=30_000)
+    finally:
+        studio.gemini.responder = None
+    expect(page.get_by_test_id("job-mode")).to_contain_text("batch")
+    expect(page.get_by_test_id("count-skipped")).to_contain_text("2")
+    expect(page.get_by_test_id("batch")).to_have_count(1)
+    expect(page.get_by_test_id("batch-state")).to_have_text("SUCCEEDED")
+    job_id = re.search(r"job=([^&]+)", page.url).group(1)
+    job = studio.gql("query($id: ID!) { rerunJob(id: $id) { mode skipped items { nodes { conversationId outputs } } } }",
+                     {"id": job_id})["rerunJob"]
+    assert job["mode"] == "BATCH" and job["skipped"] == 2
+    assert {item["conversationId"]: item["outputs"] for item in job["items"]["nodes"]} == {i: ["successful"] for i in recomputed}
+    items = page.get_by_test_id("rerun-item")
+    expect(items).to_have_count(2)
+    expect(items.get_by_test_id("item-outputs")).to_have_text(["successful", "successful"])
+    # Both outcomes flipped: the homeowner criterion is now unmet, on the caller's words, where the old answer
+    # rested on words the transcript lacks.
+    expect(page.get_by_test_id("flipped-count")).to_have_text("2")
+    first = items.first
+    expect(first.get_by_test_id("item-evaluation").locator("del")).to_have_text("1 of 2 criteria met · needs 1 of 2")
+    expect(first.get_by_test_id("item-evaluation").locator("ins")).to_have_text("0 of 2 criteria met · needs 1 of 2")
+    first.get_by_test_id("item-why").click()
+    detail = page.get_by_test_id("item-compare")
+    before, after = (detail.locator('tr[data-field="evaluation"] td').nth(i) for i in (0, 1))
+    old, new = before.locator('[data-criterion="homeowner"]'), after.locator('[data-criterion="homeowner"]')
+    expect(old).to_have_attribute("data-verdict", "SUCCESS")
+    expect(old.get_by_test_id("rationale-quote")).to_have_text(OWNS)
+    expect(old.get_by_test_id("quote-not-found")).to_be_visible()
+    expect(new).to_have_attribute("data-verdict", "FAILURE")
+    expect(new.get_by_test_id("rationale-turn")).to_contain_text("turn")
+    expect(new.get_by_test_id("quote-not-found")).to_have_count(0)
+    # Only `successful` was asked again: the summary is carried over from the result it replaces.
+    expect(detail.locator('tr[data-field="summary"] td').last.locator(".badge.carried")).to_have_text("carried over")
+    expect(detail.locator('tr[data-field="successful"] td').last.locator(".badge.carried")).to_have_count(0)
+    first.evaluate("row => row.scrollIntoView({ block: 'start' })")
+    session.shot("rationale")
     session.check()

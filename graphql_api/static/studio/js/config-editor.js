@@ -1,7 +1,8 @@
 // The "Analysis config" tab: the latest draft's config, editable, next to the latest published version's.
 
 import { h, fill, instant } from "./dom.js";
-import { PROMPTS, dataFieldDiff, same } from "./compare.js";
+import { PROMPTS, dataFieldDiff, rubricForm, rubricInput, same } from "./compare.js";
+import { RubricEditor } from "./rubric-editor.js";
 import * as Q from "./queries.js";
 
 const TYPES = ["STRING", "ENUM", "BOOLEAN", "NUMBER"];
@@ -9,6 +10,12 @@ const TYPES = ["STRING", "ENUM", "BOOLEAN", "NUMBER"];
 const MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-2.0-flash", "gemini-2.0-flash-lite", "offline"];
 const TESTIDS = { summaryPrompt: "summary-prompt", successfulPrompt: "successful-prompt", userSentimentPrompt: "sentiment-prompt" };
 const REQUIRED_RULE = "A required field that the analysis leaves empty makes the conversation unsuccessful.";
+const RATIONALE = [
+  ["NONE", "None (the default)"],
+  ["EVALUATIONS", "Evaluations: success (each criterion) and sentiment"],
+  ["ALL", "All: the evaluations and every data field"],
+];
+const rationaleLabel = (mode) => RATIONALE.find(([value]) => value === mode)?.[1] ?? mode;
 
 const lines = (text) => text.split("\n").map((line) => line.trim()).filter(Boolean);
 
@@ -22,6 +29,8 @@ function formOf(config) {
       name: field.name, type: field.type, description: field.description, required: field.required,
       examples: field.examples.join("\n"), choices: (field.choices || []).join("\n"),
     })),
+    rubric: rubricForm(config.successRubric),
+    rationale: config.rationale,
     reset: {},
   };
 }
@@ -37,6 +46,7 @@ export class ConfigEditor {
   constructor(studio) {
     this.studio = studio;
     this.el = h("div", { class: "config" });
+    this.rubric = new RubricEditor(this);
   }
 
   get draft() {
@@ -63,6 +73,10 @@ export class ConfigEditor {
     if (this.form.model.trim() !== saved.model) input.model = this.form.model.trim();
     const fields = this.form.dataFields.map(fieldInput);
     if (!same(fields, saved.dataFields.map(fieldInput))) input.dataFields = fields;
+    // null goes back to the yes/no prompt; the whole rubric is sent, so it is checked as one.
+    const rubric = rubricInput(this.form.rubric);
+    if (!same(rubric, rubricInput(saved.rubric))) input.successRubric = rubric;
+    if (this.form.rationale !== saved.rationale) input.rationale = this.form.rationale;
     return input;
   }
 
@@ -87,7 +101,9 @@ export class ConfigEditor {
           h("h3", {}, published ? `Latest published · v${published.version}` : "No published version yet"),
           h("p", { class: "muted" }, published ? `published ${instant(published.publishedAt)}; read-only.`
             : "Every setting of the draft is new."))),
-      PROMPTS.map(([key, label, hint]) => this.promptPair(key, label, hint, published)),
+      PROMPTS.map(([key, label, hint]) => [this.promptPair(key, label, hint, published),
+        key === "successfulPrompt" ? this.rubric.pair() : null]),
+      this.rationalePair(published),
       this.modelPair(published),
       h("div", { class: "pair" },
         h("div", { class: "cell" },
@@ -118,8 +134,7 @@ export class ConfigEditor {
     const isDefault = this.draft.analysisConfig[`${key}IsDefault`];
     return h("div", { class: "pair", dataset: { pair: key } },
       h("div", { class: "cell field" },
-        h("label", { class: "label" }, label, " ", h("span", { class: "badge diff", hidden: true }), " ",
-          h("span", { class: "badge edited", hidden: true }, "unsaved"), textarea),
+        h("label", { class: "label" }, label, " ", this.badges(), textarea),
         h("div", { class: "hint" }, hint, isDefault ? " Now the built-in default. " : " ",
           h("button", {
             type: "button", class: "link", onclick: () => {
@@ -144,13 +159,36 @@ export class ConfigEditor {
     });
     return h("div", { class: "pair", dataset: { pair: "model" } },
       h("div", { class: "cell field" },
-        h("label", { class: "label" }, "Model ", h("span", { class: "badge diff", hidden: true }), " ",
-          h("span", { class: "badge edited", hidden: true }, "unsaved"), input),
+        h("label", { class: "label" }, "Model ", this.badges(), input),
         h("datalist", { id: "studio-models" }, MODELS.map((model) => h("option", { value: model }))),
         h("div", { class: "hint" }, "Every rerun and preview is charged for this model, even one that is free at the initial run.")),
       h("div", { class: "cell published" },
         h("div", { class: "label" }, "Model"),
         h("pre", { class: "text" }, published ? published.analysisConfig.model : "—")));
+  }
+
+  /** A pair's marks: differs from the published version, and not saved yet (set by markPair). */
+  badges() {
+    return [h("span", { class: "badge diff", hidden: true }), " ", h("span", { class: "badge edited", hidden: true }, "unsaved")];
+  }
+
+  rationalePair(published) {
+    const select = h("select", {
+      testid: "rationale", dataset: { arg: "input.rationale" }, onchange: () => {
+        this.form.rationale = select.value;
+        this.refresh();
+      },
+    }, RATIONALE.map(([value, label]) => h("option", { value, selected: value === this.form.rationale ? true : null }, label)));
+    return h("div", { class: "pair", dataset: { pair: "rationale" } },
+      h("div", { class: "cell field" },
+        h("label", { class: "label" }, "Rationale ", this.badges(), select),
+        h("div", { class: "hint" }, "Each explained output comes back with a reason and a quote from the transcript with its turn; ",
+          "a quote that is not really in the transcript is flagged."),
+        h("p", { class: "rule", testid: "rationale-cost" }, "Reasons cost more output tokens: previews and reruns with rationale cost ",
+          "more, and the rerun estimate includes them.")),
+      h("div", { class: "cell published" },
+        h("div", { class: "label" }, "Rationale"),
+        h("pre", { class: "text" }, published ? rationaleLabel(published.analysisConfig.rationale) : "—")));
   }
 
   renderFields() {
@@ -207,19 +245,13 @@ export class ConfigEditor {
   refresh() {
     const published = this.published?.analysisConfig;
     const saved = formOf(this.draft.analysisConfig);
-    const mark = (key, differs, edited) => {
-      const pair = this.el.querySelector(`[data-pair="${key}"]`);
-      pair.classList.toggle("differs", differs);
-      const badge = pair.querySelector(".badge.diff");
-      badge.hidden = !differs;
-      badge.textContent = this.published ? `differs from v${this.published.version}` : "new";
-      pair.querySelector(".badge.edited").hidden = !edited;
-    };
     for (const [key] of PROMPTS) {
       const value = this.form.reset[key] && this.form[key] === "" ? null : this.form[key];
-      mark(key, !published || (value !== null && value !== published[key]), this.form[key] !== saved[key] || Boolean(this.form.reset[key]));
+      this.markPair(key, !published || (value !== null && value !== published[key]), this.form[key] !== saved[key] || Boolean(this.form.reset[key]));
     }
-    mark("model", !published || this.form.model.trim() !== published.model, this.form.model.trim() !== saved.model);
+    this.markPair("model", !published || this.form.model.trim() !== published.model, this.form.model.trim() !== saved.model);
+    this.markPair("rationale", !published || this.form.rationale !== published.rationale, this.form.rationale !== saved.rationale);
+    this.rubric.refresh(published, saved);
 
     const fields = this.form.dataFields.map(fieldInput);
     const diff = dataFieldDiff(fields, published?.dataFields || []);
@@ -243,6 +275,15 @@ export class ConfigEditor {
 
     this.status.textContent = this.dirty ? "Unsaved edits." : this.savedNote || "No unsaved edits.";
     this.studio.draftDirty(this.dirty);
+  }
+
+  markPair(key, differs, edited) {
+    const pair = this.el.querySelector(`[data-pair="${key}"]`);
+    pair.classList.toggle("differs", differs);
+    const badge = pair.querySelector(".badge.diff");
+    badge.hidden = !differs;
+    badge.textContent = this.published ? `differs from v${this.published.version}` : "new";
+    pair.querySelector(".badge.edited").hidden = !edited;
   }
 
   clearErrors() {
@@ -285,6 +326,11 @@ export class ConfigEditor {
     if (Object.keys(input).length === 1) {
       this.status.textContent = "Nothing to save: the form matches the saved draft.";
       return;
+    }
+    const problem = "successRubric" in input ? this.rubric.problem() : null;
+    if (problem) {
+      this.status.textContent = "Not saved.";
+      return this.showError(problem.argument, problem.message);
     }
     this.status.textContent = "Saving…";
     try {

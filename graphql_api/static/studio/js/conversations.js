@@ -1,19 +1,9 @@
 // The "Conversations" tab: the agent's calls or chats, ticked for a rerun, and a preview of the draft on one.
 
 import { h, fill, instant, money, show } from "./dom.js";
-import { resultRows } from "./compare.js";
+import { flipped } from "./compare.js";
+import { comparison, RATIONALE_NOTE } from "./results.js";
 import * as Q from "./queries.js";
-
-/** A side-by-side table of two results with the fields that differ highlighted. */
-export function comparison(before, after, { voice, fieldNames, beforeLabel, afterLabel, testid }) {
-  const rows = resultRows(before, after, { voice, fieldNames });
-  return h("table", { class: "compare", testid },
-    h("thead", {}, h("tr", {}, h("th", {}, "Field"), h("th", {}, beforeLabel), h("th", {}, afterLabel))),
-    h("tbody", {}, rows.map((row) => h("tr", { class: row.changed ? "changed" : null, dataset: { field: row.key } },
-      h("th", { scope: "row" }, row.label, row.changed ? h("span", { class: "badge diff" }, "changed") : null),
-      h("td", {}, before ? show(row.before) : "—"),
-      h("td", {}, after ? show(row.after) : "—")))));
-}
 
 // The server analyzes only finished conversations: these can be neither previewed nor rerun yet.
 const IN_PROGRESS = new Set(["REGISTERED", "ONGOING"]);
@@ -137,8 +127,11 @@ export class Conversations {
     fill(this.previewBox,
       h("h3", {}, `Preview on ${node.id}`),
       this.studio.configEditor.dirty ? h("p", { class: "warning" }, "You have unsaved edits: the preview used the saved draft.") : null,
-      h("p", {}, current ? `${changed(table)} field(s) would change.` : "This conversation has no current analysis yet."),
+      h("p", {}, current ? `${changed(table)} field(s) would change.` : "This conversation has no current analysis yet.",
+        flipped(current, result) ? [" ", h("span", { class: "badge flip" }, "outcome flips"),
+          ` Successful would go from ${show(current.successful)} to ${show(result.successful)}.`] : null),
       table,
+      result.rationale.length || current?.rationale?.length ? h("p", { class: "hint" }, RATIONALE_NOTE) : null,
       h("p", { class: "muted" }, "Charged ", money(result.costUsd), ` (${result.inputTokens} + ${result.outputTokens} tokens): `,
         "every preview and rerun is charged, for every model. Kept in the history as PREVIEW; the current analysis is unchanged."));
   }

@@ -2,10 +2,13 @@
 
 import { h, fill, count, money, instant, show } from "./dom.js";
 import { flipped, resultRows } from "./compare.js";
+import { RATIONALE_NOTE, comparison, evaluationLine } from "./results.js";
 import * as Q from "./queries.js";
 
 const FINAL = new Set(["SUCCEEDED", "PARTIALLY_FAILED", "FAILED", "CANCELED"]);
 const ITEM_STATUSES = ["SUCCEEDED", "FAILED", "CANCELED", "RUNNING", "PENDING"];
+const BATCH_POLL_MS = 5000;
+const COLUMNS = 8;
 
 function change(before, after, changed) {
   if (!changed) return h("span", {}, show(after ?? before));
@@ -24,6 +27,7 @@ export class JobPanel {
     this.studio = studio;
     this.jobId = jobId;
     this.items = new Map();
+    this.opened = new Set();
     this.filter = "";
     this.stop = null;
     this.el = h("section", { class: "job", testid: "job" }, h("p", { class: "muted" }, "Loading the rerun…"));
@@ -53,6 +57,7 @@ export class JobPanel {
     this.progress = h("progress", { testid: "rerun-progress", max: 1, value: 0 });
     this.done = h("span", { class: "muted" });
     this.counters = h("dl", { class: "counters", testid: "rerun-counters" });
+    this.batches = h("div", { class: "batches", testid: "batches", hidden: true });
     this.flips = h("p", { class: "flips", testid: "flipped" });
     this.cancel = h("button", { type: "button", class: "danger", testid: "cancel-rerun", onclick: () => this.cancelJob() }, "Cancel rerun");
     this.note = h("p", { class: "muted", role: "status" });
@@ -66,12 +71,14 @@ export class JobPanel {
         h("h3", {}, "Rerun ", h("span", { class: "mono" }, this.job.id), " ", this.status),
         this.cancel),
       h("div", { class: "progress-line" }, this.progress, this.done),
-      this.counters, this.flips, this.feed, this.note,
+      this.counters, this.batches, this.flips, this.feed, this.note,
       h("div", { class: "toolbar" }, h("label", {}, "Show items: ", select)),
       h("div", { class: "table-wrap" },
         h("table", { class: "list items" },
-          h("thead", {}, h("tr", {}, h("th", {}, "Conversation"), h("th", {}, "Status"), h("th", {}, "Successful"),
-            h("th", {}, "Sentiment"), h("th", {}, "Summary (before → after)"), h("th", {}, "Data fields that changed"))),
+          h("thead", {}, h("tr", {}, h("th", {}, "Conversation"), h("th", {}, "Status"),
+            h("th", { title: "The outputs this item asked the model for; the others were carried over" }, "Recomputed"),
+            h("th", {}, "Successful"), h("th", {}, "Sentiment"), h("th", {}, "Summary (before → after)"),
+            h("th", {}, "Data fields that changed"), h("th", {}, ""))),
           this.rows)),
       this.more);
     this.update();
@@ -87,19 +94,43 @@ export class JobPanel {
     this.progress.setAttribute("aria-valuenow", String(finished));
     this.progress.setAttribute("aria-valuemax", String(job.total));
     this.done.textContent = `${count(finished)} of ${count(job.total)} finished`;
+    const batch = job.mode === "BATCH";
+    const judged = job.config.successRubric ? `success by a ${job.config.successRubric.type.toLowerCase().replace("_", "/")} rubric`
+      : "success by the yes/no prompt";
     fill(this.counters,
       h("dt", {}, "Succeeded"), h("dd", { testid: "count-succeeded" }, count(job.succeeded)),
       h("dt", {}, "Failed"), h("dd", { testid: "count-failed" }, count(job.failed)),
       h("dt", {}, "Canceled"), h("dd", { testid: "count-canceled" }, count(job.canceled)),
       h("dt", {}, "Pending"), h("dd", { testid: "count-pending" }, count(job.pending)),
+      job.skipped ? [h("dt", {}, "Skipped"), h("dd", { testid: "count-skipped" }, count(job.skipped),
+        h("span", { class: "muted" }, " with nothing to recompute (not rerun, not charged)"))] : null,
+      h("dt", {}, "Mode"), h("dd", { testid: "job-mode" }, batch ? "batch, at the batch price (half): results as batches finish" : "interactive"),
       h("dt", {}, "Cost"), h("dd", {}, money(job.costUsd), " of ", money(job.estimatedCostUsd), " estimated"),
-      h("dt", {}, "Config"), h("dd", {}, `draft v${job.configVersion} as snapshotted, ${job.config.model}`),
+      h("dt", {}, "Config"), h("dd", {}, `draft v${job.configVersion} as snapshotted, ${job.config.model}, ${judged}, `
+        + (job.config.rationale === "NONE" ? "no rationale" : `rationale for ${job.config.rationale.toLowerCase()}`)),
       h("dt", {}, "Started"), h("dd", {}, instant(job.startedAt || job.createdAt)));
     this.cancel.disabled = FINAL.has(job.status) || Boolean(job.cancelRequestedAt);
     this.cancel.hidden = FINAL.has(job.status);
+    this.renderBatches();
     this.renderFlips();
     this.renderRows();
     this.more.hidden = !this.cursor;
+  }
+
+  /** A BATCH job's provider batches and the state the provider last gave each. */
+  renderBatches() {
+    this.batches.hidden = this.job.mode !== "BATCH";
+    if (this.batches.hidden) return;
+    const batches = this.job.batches;
+    fill(this.batches, h("h4", {}, "Provider batches"), batches.length ? h("table", { class: "list" },
+      h("thead", {}, h("tr", {}, ["Batch", "State", "Items", "Results recorded", "Sent", "Finished", "Error"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, batches.map((b) => h("tr", { testid: "batch", dataset: { state: b.state } },
+        h("td", { class: "mono" }, b.name),
+        h("td", {}, h("span", { class: `status status-${b.state}`, testid: "batch-state" }, b.state)),
+        h("td", {}, count(b.items)), h("td", {}, show(b.recorded)),
+        h("td", {}, instant(b.submittedAt)), h("td", {}, instant(b.finishedAt)),
+        h("td", {}, b.error ? h("span", { class: "error-text" }, b.error) : "—")))))
+      : h("p", { class: "muted" }, "No batch sent yet: a runner takes the pending items into provider batches."));
   }
 
   renderFlips() {
@@ -130,18 +161,46 @@ export class JobPanel {
       };
       const fields = rows.filter((row) => row.custom && row.changed);
       const flip = flipped(item.previousResult, item.result);
-      return h("tr", { testid: "rerun-item", class: flip ? "flipped" : null, dataset: { status: item.status, id: item.conversationId } },
+      const evaluation = byKey.evaluation;
+      const open = this.opened.has(item.conversationId);
+      const row = h("tr", { testid: "rerun-item", class: flip ? "flipped" : null, dataset: { status: item.status, id: item.conversationId } },
         h("td", { class: "mono" }, item.conversationId),
         h("td", {}, h("span", { class: `status status-${item.status}` }, item.status)),
+        h("td", { testid: "item-outputs", class: "outputs" }, item.outputs ? item.outputs.join(", ") : h("span", { class: "muted" }, "all")),
         h("td", { class: byKey.successful.changed ? "changed" : null },
           item.result ? change(byKey.successful.before, byKey.successful.after, byKey.successful.changed) : show(byKey.successful.before),
-          flip ? h("span", { class: "badge flip" }, "flipped") : null),
+          flip ? h("span", { class: "badge flip" }, "flipped") : null,
+          evaluation ? h("div", { class: "hint", testid: "item-evaluation" }, item.result
+            ? textChange(evaluationLine(evaluation.before), evaluationLine(evaluation.after), evaluation.changed)
+            : evaluationLine(evaluation.before)) : null),
         cell("userSentiment"),
         cell("summary", textChange),
         h("td", { class: "fields" }, item.error ? h("span", { class: "error-text" }, item.error)
           : fields.length ? fields.map((row) => h("div", {}, `${row.label}: `, change(row.before, row.after, true)))
-          : item.result ? h("span", { class: "muted" }, "none") : "—"));
-    }) : h("tr", {}, h("td", { colspan: 6, class: "muted" }, this.filter ? `No ${this.filter.toLowerCase()} items loaded.` : "No items.")));
+          : item.result ? h("span", { class: "muted" }, "none") : "—"),
+        h("td", {}, item.result || item.previousResult ? h("button", {
+          type: "button", class: "secondary small", testid: "item-why", "aria-expanded": String(open), onclick: () => {
+            if (open) this.opened.delete(item.conversationId);
+            else this.opened.add(item.conversationId);
+            this.renderRows();
+          },
+        }, open ? "Hide" : "Why?") : null));
+      return open ? [row, this.detailRow(item, { voice, fieldNames })] : row;
+    }) : h("tr", {}, h("td", { colspan: COLUMNS, class: "muted" }, this.filter ? `No ${this.filter.toLowerCase()} items loaded.` : "No items.")));
+  }
+
+  /** Old and new result of one item side by side, with the rubric's answers and the reasons given for each value. */
+  detailRow(item, { voice, fieldNames }) {
+    const before = item.previousResult;
+    const after = item.result;
+    return h("tr", { class: "detail", testid: "item-detail", dataset: { id: item.conversationId } },
+      h("td", { colspan: COLUMNS },
+        comparison(before, after, {
+          voice, fieldNames, testid: "item-compare",
+          beforeLabel: before ? `Before (${before.trigger.toLowerCase()}, v${before.agentVersion.version}, ${before.model})` : "Before: none",
+          afterLabel: after ? `After (rerun, v${after.agentVersion.version}, ${after.model})` : "After: not yet",
+        }),
+        [before, after].some((r) => r?.rationale.length) ? h("p", { class: "hint" }, RATIONALE_NOTE) : null));
   }
 
   /** Redraw at most once a frame however fast events arrive. */
@@ -159,6 +218,7 @@ export class JobPanel {
       return this.poll();
     }
     this.feed.textContent = "Live: following rerunProgress over WebSocket.";
+    if (this.job.mode === "BATCH") this.watchBatches();
     this.stop = this.studio.api.subscribe(Q.PROGRESS, { id: this.jobId }, {
       next: ({ rerunProgress: event }) => {
         this.job = event.job;
@@ -175,6 +235,21 @@ export class JobPanel {
         this.finish();
       },
     });
+  }
+
+  /** Re-read a live BATCH job's batches now and then: a batch changes state before any of its items finishes. */
+  watchBatches() {
+    this.batchTimer = setTimeout(async () => {
+      try {
+        const { rerunJob } = await this.studio.api.request(Q.JOB_BATCHES, { id: this.jobId });
+        if (this.closed || FINAL.has(this.job.status)) return;
+        this.job = { ...this.job, batches: rerunJob.batches };
+        this.schedule();
+      } catch {
+        // The next event or the next read brings them.
+      }
+      if (!this.closed && !FINAL.has(this.job.status)) this.watchBatches();
+    }, BATCH_POLL_MS);
   }
 
   poll() {
@@ -223,6 +298,7 @@ export class JobPanel {
     this.closed = true;
     if (this.stop) this.stop();
     clearTimeout(this.timer);
+    clearTimeout(this.batchTimer);
     if (this.frame) cancelAnimationFrame(this.frame);
   }
 }
@@ -237,7 +313,8 @@ export class JobsView {
       h("div", { class: "toolbar" }, h("h3", {}, "Past reruns"),
         h("button", { type: "button", class: "secondary small", onclick: () => this.refresh() }, "Refresh")),
       h("div", { class: "table-wrap" }, h("table", { class: "list" },
-        h("thead", {}, h("tr", {}, ["Requested", "Status", "Conversations", "Succeeded", "Failed", "Canceled", "Cost", "Config", ""]
+        h("thead", {}, h("tr", {}, ["Requested", "Status", "Mode", "Conversations", "Skipped", "Succeeded", "Failed", "Canceled", "Cost",
+          "Config", ""]
           .map((title) => h("th", {}, title)))),
         this.list)));
     this.panel = null;
@@ -251,10 +328,11 @@ export class JobsView {
       class: this.panel?.jobId === job.id ? "current" : null },
     h("td", {}, instant(job.createdAt)),
     h("td", {}, h("span", { class: `status status-${job.status}` }, job.status)),
-    h("td", {}, count(job.total)), h("td", {}, count(job.succeeded)), h("td", {}, count(job.failed)), h("td", {}, count(job.canceled)),
+    h("td", {}, job.mode.toLowerCase()),
+    [job.total, job.skipped, job.succeeded, job.failed, job.canceled].map((n) => h("td", {}, count(n))),
     h("td", {}, money(job.costUsd)), h("td", {}, `v${job.configVersion}`),
     h("td", {}, h("button", { type: "button", class: "secondary small", testid: "open-job", onclick: () => this.studio.openJob(job.id) }, "Open"))))
-      : h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No reruns of this agent yet.")));
+      : h("tr", {}, h("td", { colspan: 11, class: "muted" }, "No reruns of this agent yet.")));
   }
 
   open(jobId) {

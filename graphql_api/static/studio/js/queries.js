@@ -2,24 +2,33 @@
 
 const CONFIG = `summaryPrompt successfulPrompt userSentimentPrompt
   summaryPromptIsDefault successfulPromptIsDefault userSentimentPromptIsDefault
-  model dataFields { name type description examples choices required }`;
+  model dataFields { name type description examples choices required }
+  successRubric { type threshold scaleMin scaleMax criteria { name prompt } } rationale`;
 
 const VERSION = `fragment Version on AgentVersion {
   id version isPublished isLatestDraft revision title publishedAt configUpdatedAt analysisConfig { ${CONFIG} }
 }`;
 
+// A result, with what is shown beside another: the rubric's answer, the reasons, which outputs were carried over.
 const RESULT = `fragment Result on AnalysisResult {
   id trigger model summary successful userSentiment inVoicemail customData
   inputTokens outputTokens costUsd charged createdAt agentVersion { version }
+  evaluation { type score threshold scaleMin scaleMax verdict level criteria { name verdict } }
+  rationale { output reason quote turn quoteFound }
+  outputSources { output carriedOver }
 }`;
 
+const BATCH = "name state items recorded error submittedAt finishedAt";
+
 const JOB = `fragment Job on RerunJob {
-  id status total succeeded failed canceled pending estimatedCostUsd costUsd configVersion
-  createdAt startedAt finishedAt cancelRequestedAt requestedBy config { model }
+  id status total succeeded failed canceled skipped pending estimatedCostUsd costUsd configVersion mode
+  createdAt startedAt finishedAt cancelRequestedAt requestedBy
+  config { model successRubric { type } rationale }
+  batches { ${BATCH} }
 }`;
 
 const ITEM = `fragment Item on RerunItem {
-  conversationId status error finishedAt result { ...Result } previousResult { ...Result }
+  conversationId status error outputs finishedAt result { ...Result } previousResult { ...Result }
 }`;
 
 export const AGENTS = `query StudioAgents { agents(first: 100) { nodes { id name channel draft { version revision } } } }`;
@@ -50,11 +59,18 @@ export const PREVIEW = `mutation StudioPreview($id: ID!) { previewAnalysis(conve
 
 export const RERUN = `mutation StudioRerun($input: RerunAnalysisInput!) {
   rerunAnalysis(input: $input) {
-    reused estimate { conversations inputTokens outputTokens costUsd model configVersion } job { ...Job }
+    reused estimate { conversations skipped inputTokens outputTokens costUsd model configVersion mode } job { ...Job }
   }
 } ${JOB}`;
 
-export const JOBS = `query StudioJobs($agentId: ID!) { rerunJobs(first: 50, agentId: $agentId) { nodes { ...Job } } } ${JOB}`;
+export const JOBS = `query StudioJobs($agentId: ID!) {
+  rerunJobs(first: 50, agentId: $agentId) {
+    nodes { id status total succeeded failed canceled skipped costUsd configVersion mode createdAt }
+  }
+}`;
+
+// A BATCH job's batches change state without an item finishing: read on their own while it runs.
+export const JOB_BATCHES = `query StudioJobBatches($id: ID!) { rerunJob(id: $id) { id batches { ${BATCH} } } }`;
 
 export const JOB_ITEMS = `query StudioJob($id: ID!, $status: [RerunItemStatus!], $after: String) {
   rerunJob(id: $id) {

@@ -75,6 +75,8 @@ export class RerunPlanner {
       boxes("sentiment", SENTIMENTS.map((s) => [s, s.toLowerCase()]), "Sentiment now"));
 
     this.cap = h("input", { type: "number", min: "0", step: "0.01", testid: "max-cost", placeholder: "no cap", oninput: invalidate });
+    this.onlyChanged = h("input", { type: "checkbox", testid: "only-changed", onchange: invalidate });
+    this.batch = h("input", { type: "checkbox", testid: "batch-mode", onchange: invalidate });
     this.estimateBox = h("div", { class: "estimate", testid: "estimate", hidden: true });
     this.problem = h("div", { class: "problem", role: "alert", hidden: true });
     this.start = h("button", { type: "button", testid: "start-rerun", disabled: true, onclick: () => this.startRerun() }, "Start rerun");
@@ -88,6 +90,14 @@ export class RerunPlanner {
         radio("filter", `${agent.channel === "VOICE" ? "Calls" : "Chats"} of ${agent.name} matching a filter`),
         radio("ticked", this.tickedLabel)),
       this.filterBox,
+      h("fieldset", { class: "options" }, h("legend", {}, "How to rerun"),
+        h("label", { class: "check" }, this.onlyChanged, " Only what changed"),
+        h("p", { class: "hint" }, "Per conversation, ask the model only for the outputs whose prompt, field or model differ from ",
+          "the config that produced its current result; the others are carried over. Conversations with nothing to recompute ",
+          "are skipped, and not charged."),
+        h("label", { class: "check" }, this.batch, " Batch mode (half price, results within a day)"),
+        h("p", { class: "hint" }, "Sent through the Gemini Batch API at the batch price, half the interactive one. Results come ",
+          "back as batches finish: minutes, at most a day. For backfills.")),
       h("div", { class: "row" },
         h("label", { class: "field" }, "Budget cap (USD)", this.cap),
         h("p", { class: "hint" }, "The rerun is refused, and nothing is created, when the estimate is above the cap.")),
@@ -130,6 +140,8 @@ export class RerunPlanner {
       if (Object.keys(filter).length) input.filter = filter;
     }
     if (this.cap.value !== "") input.maxCostUsd = this.cap.value;
+    if (this.onlyChanged.checked) input.onlyChanged = true;
+    if (this.batch.checked) input.mode = "BATCH";
     return { input };
   }
 
@@ -156,16 +168,27 @@ export class RerunPlanner {
       return this.fail(error.code === "LIMIT_EXCEEDED" && input.maxCostUsd ? `Over your budget cap: ${error.message}` : error.message);
     }
     const e = payload.estimate;
+    const batch = e.mode === "BATCH";
+    const rationale = this.studio.agent.draft.analysisConfig.rationale;
     fill(this.estimateBox,
       h("h3", {}, "Estimate"),
       h("dl", { class: "counters" },
         h("dt", {}, "Conversations"), h("dd", { testid: "estimate-conversations" }, count(e.conversations)),
+        input.onlyChanged ? [h("dt", {}, "Skipped"), h("dd", { testid: "estimate-skipped" }, count(e.skipped),
+          h("span", { class: "muted" }, " with nothing to recompute: not rerun, not charged"))] : null,
         h("dt", {}, "Tokens"), h("dd", {}, `${count(e.inputTokens)} in + ${count(e.outputTokens)} out`),
-        h("dt", {}, "Cost"), h("dd", { testid: "estimate-cost" }, money(e.costUsd)),
+        h("dt", {}, "Cost"), h("dd", { testid: "estimate-cost" }, money(e.costUsd),
+          h("span", { class: "muted" }, batch ? " at the batch price (half the interactive one)" : " at the interactive price")),
+        h("dt", {}, "Mode"), h("dd", { testid: "estimate-mode" }, batch ? "batch: results as batches finish, within a day" : "interactive"),
         h("dt", {}, "Model"), h("dd", {}, e.model),
         h("dt", {}, "Config"), h("dd", {}, `draft v${e.configVersion}`)),
-      h("p", { class: "muted" }, "Charged at the model's price even if it was free at the initial run."));
+      h("p", { class: "muted" }, "Charged at the model's price even if it was free at the initial run.",
+        rationale !== "NONE" ? ` Includes the output tokens of the rationale (${rationale.toLowerCase()}).` : null));
     this.estimateBox.hidden = false;
+    if (e.conversations === 0 && e.skipped > 0) {
+      return this.fail(`Nothing to rerun: all ${count(e.skipped)} conversations already have results from this config for every output. `
+        + "Untick \"Only what changed\" to rerun them anyway.");
+    }
     if (e.conversations === 0) return this.fail("Nothing to rerun: no finished conversation matches.");
     // One key per estimate: a double-click or a retry of this start returns the same job.
     this.estimated = { input, idempotencyKey: `studio-${randomId()}`, basis: this.basis() };
