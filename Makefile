@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lock run test fuzz schema bench bench-queries bench-peer-setup bench-reruns bench-costs bench-export load studio-screenshots clean
+.PHONY: setup lock run test fuzz schema bench bench-queries bench-peer-setup bench-reruns bench-costs bench-export bench-events load studio-screenshots clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,11 @@ bench-costs: setup
 # Peak RSS of a server process exporting 1,000 and 50,000 results (CSV, JSON lines, a slow client): flat, not growing.
 bench-export: setup
 	$(PY) -m bench.export
+
+# A rerun with and without an endpoint taking analysis.completed (items/s, how soon the events arrive), then the
+# delivery loop draining 10,000 events alone; BENCH_EVENTS_ARGS passes options (--analyzer gemini, --format RETELL ...).
+bench-events: setup
+	$(PY) -m bench.events $(BENCH_EVENTS_ARGS)
 
 # Mixed well-behaved load, alone then beside an abusive stream (issue 8); LOAD_SECONDS, LOAD_CLIENTS ... in bench/load.py.
 load: setup

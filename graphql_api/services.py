@@ -53,6 +53,10 @@ class Services:
             mode=settings.persisted_queries, allow_list=allow_list, max_document_bytes=settings.cacheable_document_bytes
         )
 
+    def wake_webhooks(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.wake()
+
     def wake_workers(self) -> None:
         if self.worker is not None:
             self.worker.wake()
@@ -122,7 +126,7 @@ async def open_services(
     worker_task = webhooks_task = batches_task = None
     try:
         if background:
-            services.progress = ProgressHub(db, url, on_queued=services.wake_workers)
+            services.progress = ProgressHub(db, url, on_queued=services.wake_workers, on_analysis=services.wake_webhooks)
             await services.progress.start()
             if settings.run_workers:
                 services.worker = RerunWorker(

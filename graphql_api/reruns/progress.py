@@ -1,10 +1,13 @@
-"""Rerun progress: one LISTEN connection per process, fanned out to in-process subscribers. The same connection
-hears API key revocations (the authenticators forget the key and close its WebSockets).
+"""Rerun progress and completed analyses: one LISTEN connection per process, fanned out to in-process subscribers.
+The same connection hears API key revocations (the authenticators forget the key and close its WebSockets).
 
-Notifications only say "job J has N finished items now"; the events themselves are read from the
+Progress notifications only say "job J has N finished items now"; the events themselves are read from the
 tables, once per job per process however many subscribe, and each subscriber fills any gap in the
 finish numbers from the tables. A slow re-read of each watched job is the safety net: a lost
 notification only delays an event.
+
+An analysis notification names a new result (workspace, agent, id); the results of a watched agent are read
+in batches, once per process however many subscribe to it, and offered to each of its subscribers.
 """
 
 from __future__ import annotations
@@ -29,8 +32,13 @@ log = structlog.stdlib.get_logger(__name__)
 CHANNEL_PROGRESS = "rerun_progress"
 CHANNEL_QUEUED = "rerun_queued"
 CHANNEL_KEY_REVOKED = "api_key_revoked"  # payload: the key's id (migration 007)
+CHANNEL_ANALYSIS = "analysis_completed"  # payload: {w: workspace, a: agent, r: result id, t: trigger} (migration 014)
+CHANNELS = (CHANNEL_PROGRESS, CHANNEL_QUEUED, CHANNEL_KEY_REVOKED, CHANNEL_ANALYSIS)
 FETCH_BATCH = 500
 QUEUE_LIMIT = 10_000
+# An agent's results are read this long after the first notification, together with those that came meanwhile.
+ANALYSIS_COALESCE_S = 0.02
+RECENT_RESULTS = 10_000  # result ids an agent watch remembers, so a catch-up never repeats an event
 KEY_RECHECK_S = 10.0  # also how often the listener connection proves it is alive
 
 
@@ -116,18 +124,29 @@ class Subscriber:
                 return
 
 
-class JobWatch:
+class Watch:
+    """Reads what some subscribers of this process wait for, once for all of them, in a task of its own that runs
+    while it has subscribers; `dirty` says there is something new to read."""
+
+    def __init__(self, hub: ProgressHub, workspace_id: int):
+        self.hub = hub
+        self.workspace_id = workspace_id
+        self.subscribers: set[Any] = set()
+        self.dirty = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class JobWatch(Watch):
     """Reads one job's new events once for every subscriber in this process."""
 
     def __init__(self, hub: ProgressHub, workspace_id: int, job_id: str):
-        self.hub = hub
-        self.workspace_id = workspace_id
         self.job_id = job_id
-        self.subscribers: set[Subscriber] = set()
         self.cursor: int | None = None
         self.last_status: str | None = None
-        self.dirty = asyncio.Event()
-        self.task = asyncio.create_task(self._run())
+        super().__init__(hub, workspace_id)
 
     async def _run(self) -> None:
         db = self.hub.db
@@ -171,13 +190,122 @@ class JobWatch:
             subscriber.offer(event)
 
 
+@dataclass
+class AnalysisEvent:
+    result: Any  # the analysis_results row
+    view: Any = None  # what subscribers build from it, built once for all of them
+
+
+class SubscriberLagged(Exception):
+    """A subscriber left QUEUE_LIMIT events unread: its stream ends rather than skip some silently."""
+
+
+class AnalysisSubscriber:
+    def __init__(self, workspace_id: int, agent_id: str):
+        self.workspace_id = workspace_id
+        self.agent_id = agent_id
+        self.queue: asyncio.Queue[AnalysisEvent] = asyncio.Queue(QUEUE_LIMIT)
+        self.lagged = False
+
+    def offer(self, event: AnalysisEvent) -> None:
+        if self.lagged:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True
+
+    async def events(self) -> AsyncIterator[AnalysisEvent]:
+        """Each result of the agent committed from now on, in the order they were read."""
+        while True:
+            if self.lagged and self.queue.empty():
+                raise SubscriberLagged(f"more than {QUEUE_LIMIT} events were left unread")
+            yield await self.queue.get()
+
+
+class AgentWatch(Watch):
+    """Reads one agent's new results once for every subscriber in this process: the ids notifications name, and,
+    after the listener was away, every result committed since the newest one seen."""
+
+    def __init__(self, hub: ProgressHub, workspace_id: int, agent_id: str, cursor: int):
+        self.agent_id = agent_id
+        self.pending: list[int] = []
+        self.cursor = cursor  # the newest result id seen
+        self.catch_up = False
+        self.recent: dict[int, None] = {}  # ids already sent, oldest first
+        super().__init__(hub, workspace_id)
+
+    async def _run(self) -> None:
+        db = self.hub.db
+        try:
+            while self.subscribers:
+                await self.dirty.wait()
+                await asyncio.sleep(ANALYSIS_COALESCE_S)
+                self.dirty.clear()
+                ids, self.pending = self.pending, []
+                catch_up, self.catch_up = self.catch_up, False
+                try:
+                    rows = await self._read(db, ids, catch_up)
+                except Exception as exc:  # the database may be restarting: read them again in a moment
+                    log.warning("analysis_events_read_failed", agent=self.agent_id, error=type(exc).__name__)
+                    self.pending[:0] = ids
+                    self.catch_up = self.catch_up or catch_up
+                    self.dirty.set()
+                    await asyncio.sleep(1.0)
+                    continue
+                for row in rows:
+                    self._broadcast(row)
+        finally:
+            if self.hub._agent_watches.get((self.workspace_id, self.agent_id)) is self:
+                del self.hub._agent_watches[(self.workspace_id, self.agent_id)]
+
+    async def _read(self, db: Database, ids: list[int], catch_up: bool) -> list[Any]:
+        rows: dict[int, Any] = {}
+        for start in range(0, len(ids), FETCH_BATCH):
+            for row in await db.fetch_all("analysis_results_by_ids", workspace_id=self.workspace_id,
+                                          ids=ids[start:start + FETCH_BATCH]):
+                rows[row["id"]] = row
+        if catch_up:
+            after = self.cursor
+            while True:
+                batch = await db.fetch_all("analysis_events_since", workspace_id=self.workspace_id,
+                                           agent_id=self.agent_id, after_id=after, limit=FETCH_BATCH)
+                rows.update((row["id"], row) for row in batch)
+                if len(batch) < FETCH_BATCH:
+                    break
+                after = batch[-1]["id"]
+        return [rows[i] for i in sorted(rows) if rows[i]["agent_id"] == self.agent_id and i not in self.recent]
+
+    def _broadcast(self, row: Any) -> None:
+        self.cursor = max(self.cursor, row["id"])
+        self.recent[row["id"]] = None
+        if len(self.recent) > RECENT_RESULTS:
+            del self.recent[next(iter(self.recent))]
+        event = AnalysisEvent(result=row)
+        for subscriber in list(self.subscribers):
+            subscriber.offer(event)
+
+
+def _detach(watches: dict[Any, Any], key: Any, watch: Any, subscriber: Any) -> None:
+    """A subscriber leaves its watch; the last one ends it. It is forgotten now, not when its task gets round to
+    ending: a new subscriber gets a new watch."""
+    watch.subscribers.discard(subscriber)
+    if not watch.subscribers:
+        if watches.get(key) is watch:
+            del watches[key]
+        watch.task.cancel()
+
+
 class ProgressHub:
-    def __init__(self, db: Database, url: str, *, poll_s: float = 5.0, on_queued: Callable[[], None] | None = None):
+    def __init__(self, db: Database, url: str, *, poll_s: float = 5.0, on_queued: Callable[[], None] | None = None,
+                 on_analysis: Callable[[], None] | None = None):
         self.db = db
         self.url = url
         self.poll_s = poll_s
         self.on_queued = on_queued
+        self.on_analysis = on_analysis  # a result committed (its analysis.completed deliveries, if any, are due)
         self._watches: dict[tuple[int, str], JobWatch] = {}
+        self._agent_watches: dict[tuple[int, str], AgentWatch] = {}
         self._listener: asyncio.Task | None = None
         self.notifications = 0
 
@@ -189,7 +317,7 @@ class ProgressHub:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        for watch in list(self._watches.values()):
+        for watch in [*self._watches.values(), *self._agent_watches.values()]:
             watch.task.cancel()
 
     @contextlib.asynccontextmanager
@@ -204,15 +332,47 @@ class ProgressHub:
         try:
             yield subscriber
         finally:
-            watch.subscribers.discard(subscriber)
-            if not watch.subscribers:
-                # Forget it now, not when its task gets round to ending: a new subscriber gets a new watch.
-                if self._watches.get(key) is watch:
-                    del self._watches[key]
-                watch.task.cancel()
+            _detach(self._watches, key, watch, subscriber)
+
+    @contextlib.asynccontextmanager
+    async def subscribe_analyses(self, workspace_id: int, agent_id: str) -> AsyncIterator[AnalysisSubscriber]:
+        """The results of an agent's conversations committed from now on (any trigger; the caller filters)."""
+        subscriber = AnalysisSubscriber(workspace_id, agent_id)
+        key = (workspace_id, agent_id)
+        watch = self._agent_watches.get(key)
+        if watch is None or watch.task.done():
+            # Where a catch-up after a lost connection starts: the newest result now (an index's last entry).
+            cursor = await self.db.fetch_val("analysis_results_newest_id")
+            watch = self._agent_watches.get(key)  # another subscriber may have made it meanwhile
+            if watch is None or watch.task.done():
+                watch = self._agent_watches[key] = AgentWatch(self, workspace_id, agent_id, cursor)
+        watch.subscribers.add(subscriber)
+        try:
+            yield subscriber
+        finally:
+            _detach(self._agent_watches, key, watch, subscriber)
+
+    def _on_analysis(self, payload: str) -> None:
+        if self.on_analysis is not None:
+            self.on_analysis()
+        if not self._agent_watches:
+            return  # nobody here watches an agent: not even worth parsing
+        try:
+            message = orjson.loads(payload)
+            watch = self._agent_watches.get((int(message["w"]), message["a"]))
+            result_id = int(message["r"]) if watch is not None else 0
+        except (ValueError, KeyError, TypeError):
+            log.warning("analysis_notification_unreadable", payload=payload[:200])
+            return
+        if watch is not None:
+            watch.pending.append(result_id)
+            watch.dirty.set()
 
     def _on_notification(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         self.notifications += 1
+        if channel == CHANNEL_ANALYSIS:
+            self._on_analysis(payload)
+            return
         if channel == CHANNEL_QUEUED:
             if self.on_queued is not None:
                 self.on_queued()
@@ -250,7 +410,7 @@ class ProgressHub:
             with attempt:
                 conn = await asyncpg.connect(dsn=self.url)
                 try:
-                    for channel in (CHANNEL_PROGRESS, CHANNEL_QUEUED, CHANNEL_KEY_REVOKED):
+                    for channel in CHANNELS:
                         await conn.add_listener(channel, self._on_notification)
                 except BaseException:
                     conn.terminate()
@@ -264,10 +424,13 @@ class ProgressHub:
             try:
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _c: closed.set())
-                log.info("progress_listener_connected", channels=f"{CHANNEL_PROGRESS},{CHANNEL_QUEUED},{CHANNEL_KEY_REVOKED}")
+                log.info("progress_listener_connected", channels=",".join(CHANNELS))
                 # Anything sent while we were away is read now.
                 for watch in self._watches.values():
                     watch.dirty.set()
+                for agent_watch in self._agent_watches.values():
+                    agent_watch.catch_up = True
+                    agent_watch.dirty.set()
                 if self.on_queued is not None:
                     self.on_queued()
                 await self._recheck_keys(forget_cached=True)

@@ -10,15 +10,21 @@ from graphql.error import GraphQLError
 from strawberry.types import ExecutionContext
 import structlog
 
+from graphql_api.schema.analyses import AnalysisSubscription
 from graphql_api.schema.execution import SharedEventExecutor
 from graphql_api.schema.documents import Documents
 from graphql_api.schema.extensions import ErrorCodes, FreshLoaders
 from graphql_api.schema.mutation import Mutation
 from graphql_api.schema.query import Query
-from graphql_api.schema.reruns import Subscription
+from graphql_api.schema.reruns import Subscription as RerunSubscription
 from graphql_api.schema.scalars import DateTimeScalar, DecimalScalar
 
 log = structlog.stdlib.get_logger("graphql_api.errors")
+
+
+@strawberry.type
+class Subscription(RerunSubscription, AnalysisSubscription):
+    """The root subscription type: each area's fields, merged."""
 
 
 class Schema(strawberry.Schema):

@@ -1,4 +1,4 @@
-"""Webhook endpoints and their deliveries: register, list, disable, rotate a secret, read the attempts."""
+"""Webhook endpoints and their deliveries: register, change, list, disable, rotate a secret, read the attempts."""
 
 from __future__ import annotations
 
@@ -19,6 +19,21 @@ class WebhookEventType(Enum):
     RERUN_FINISHED = strawberry.enum_value(
         "rerun.finished", description="A rerun job reached its final state (SUCCEEDED, PARTIALLY_FAILED, FAILED or CANCELED)."
     )
+    ANALYSIS_COMPLETED = strawberry.enum_value(
+        "analysis.completed",
+        description="An analysis of a call or chat committed: initial, rerun, and (with `includePreviews`) preview; "
+        "with the trigger and rerun job that produced it, in the endpoint's `payloadFormat`.",
+    )
+
+
+@strawberry.enum(description="The body an endpoint gets for analysis.completed (rerun.finished is always API).")
+class WebhookPayloadFormat(Enum):
+    API = strawberry.enum_value("API", description="This API's shape: {type, timestamp, data: {trigger, rerun_job_id, "
+                                "conversation, analysis}}.")
+    RETELL = strawberry.enum_value(
+        "RETELL", description="Retell's call_analyzed / chat_analyzed body ({event, call} or {event, chat}), so a receiver "
+        "written for Retell works unchanged; an extra `analysis_run` key says which trigger and job produced it."
+    )
 
 
 @strawberry.enum(description="Where a delivery stands.")
@@ -34,6 +49,8 @@ class WebhookEndpoint:
     url: str
     description: str
     event_types: list[WebhookEventType]
+    payload_format: WebhookPayloadFormat = strawberry.field(description="The body of analysis.completed deliveries.")
+    include_previews: bool = strawberry.field(description="analysis.completed is sent for PREVIEW results too.")
     enabled: bool
     created_at: datetime
     disabled_at: datetime | None
@@ -46,6 +63,8 @@ class WebhookEndpoint:
             url=row["url"],
             description=row["description"],
             event_types=[WebhookEventType(t) for t in row["event_types"]],
+            payload_format=WebhookPayloadFormat(row["payload_format"]),
+            include_previews=row["include_previews"],
             enabled=row["enabled"],
             created_at=row["created_at"],
             disabled_at=row["disabled_at"],
@@ -65,7 +84,10 @@ class WebhookDelivery:
     event_type: WebhookEventType
     status: WebhookDeliveryStatus
     attempts: int
-    job_id: strawberry.ID | None = strawberry.field(description="The rerun job the event is about.")
+    job_id: strawberry.ID | None = strawberry.field(
+        description="The rerun job the event is about (rerun.finished) or that produced the analysis (analysis.completed; "
+        "null for an initial analysis or a preview)."
+    )
     payload: JSON = strawberry.field(description="The body sent.")
     last_status_code: int | None = strawberry.field(description="The HTTP status of the last attempt, if it got one.")
     last_error: str | None = strawberry.field(description="Why the last attempt failed; null when it succeeded.")
@@ -96,7 +118,25 @@ class WebhookDelivery:
 class CreateWebhookEndpointInput:
     url: str = strawberry.field(description="http or https, at most 2,048 characters. Redirects are not followed.")
     description: str = ""
-    event_types: list[WebhookEventType] | None = strawberry.field(default=None, description="Default: every event type.")
+    event_types: list[WebhookEventType] | None = strawberry.field(
+        default=None,
+        description="Default: RERUN_FINISHED for an API endpoint, ANALYSIS_COMPLETED for a RETELL one. ANALYSIS_COMPLETED "
+        "is one event per analysis (ten thousand for a rerun of ten thousand calls): it is sent only when asked for.",
+    )
+    payload_format: WebhookPayloadFormat = strawberry.field(
+        default=WebhookPayloadFormat.API, description="The body of analysis.completed deliveries."
+    )
+    include_previews: bool = strawberry.field(
+        default=False, description="Send analysis.completed for PREVIEW results (previewAnalysis, previewImpact) too."
+    )
+
+
+@strawberry.input(description="What to change; a field left out keeps its value. The URL and the secret stay.")
+class UpdateWebhookEndpointInput:
+    description: str | None = None
+    event_types: list[WebhookEventType] | None = None
+    payload_format: WebhookPayloadFormat | None = None
+    include_previews: bool | None = None
 
 
 @strawberry.type
@@ -130,9 +170,23 @@ class WebhookMutations:
         workspace = info.context.require_workspace()
         row, secret = await webhooks.create_endpoint(
             db=info.context.db, workspace_id=workspace.id, url=input.url, description=input.description,
-            event_types=[t.value for t in input.event_types or ()],
+            event_types=[t.value for t in input.event_types] if input.event_types is not None else None,
+            payload_format=input.payload_format.value, include_previews=input.include_previews,
         )
         return WebhookEndpointSecret(endpoint=WebhookEndpoint.from_row(row), secret=secret)
+
+    @strawberry.mutation(description="Change what an endpoint is sent: its event types, payload format, previews or "
+                         "description. Deliveries already written keep their body. NOT_FOUND when the endpoint isn't in "
+                         "this workspace.")
+    async def update_webhook_endpoint(self, info: Info, id: strawberry.ID, input: UpdateWebhookEndpointInput) -> WebhookEndpoint:
+        workspace = info.context.require_workspace()
+        row = await webhooks.update_endpoint(
+            db=info.context.db, workspace_id=workspace.id, endpoint_id=id, description=input.description,
+            event_types=[t.value for t in input.event_types] if input.event_types is not None else None,
+            payload_format=input.payload_format.value if input.payload_format is not None else None,
+            include_previews=input.include_previews,
+        )
+        return WebhookEndpoint.from_row(row)
 
     @strawberry.mutation(description="Stop sending to an endpoint, for good; its deliveries not yet made give up. "
                          "Disabling a disabled endpoint changes nothing.")
