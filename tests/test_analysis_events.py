@@ -103,6 +103,7 @@ async def test_every_analysis_reaches_the_endpoints_that_take_it_in_their_shape(
             "result_id": current["id"], "agent_version": 0, "model": current["model"], "summary": current["summary"],
             "successful": current["successful"], "user_sentiment": current["userSentiment"],
             "in_voicemail": current["inVoicemail"], "custom_data": current["customData"], "output_sources": {},
+            "evaluation": None, "rationale": None,
             "input_tokens": event["data"]["analysis"]["input_tokens"], "output_tokens": event["data"]["analysis"]["output_tokens"],
             "cost_usd": current["costUsd"], "charged": event["data"]["analysis"]["charged"], "current": True,
             "created_at": event["data"]["analysis"]["created_at"],

@@ -241,3 +241,25 @@ CREATE OR REPLACE FUNCTION finish_rerun_item(
                              p_in_voicemail, p_custom_data, p_input_tokens, p_output_tokens, p_cost_usd, p_outputs,
                              NULL::jsonb, NULL::jsonb)
 $$;
+
+-- analysis.completed (migration 014) carries the rubric's evaluation and the rationale in this API's shape.
+CREATE OR REPLACE FUNCTION analysis_event_analysis(r analysis_results) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'result_id', r.id::text,
+        'agent_version', r.agent_version,
+        'model', r.model,
+        'summary', r.summary,
+        'successful', r.successful,
+        'user_sentiment', r.user_sentiment,
+        'in_voicemail', r.in_voicemail,
+        'custom_data', r.custom_data,
+        'evaluation', r.evaluation,
+        'rationale', r.rationale,
+        'output_sources', r.output_sources,
+        'input_tokens', r.input_tokens,
+        'output_tokens', r.output_tokens,
+        'cost_usd', r.cost_usd::text,
+        'charged', r.charged,
+        'current', r.is_current,
+        'created_at', gql_instant(r.created_at))
+$$;
