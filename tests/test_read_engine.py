@@ -397,6 +397,16 @@ def _root(draw: Any, world: World, root: str, state: dict[str, Any]) -> str:
     return f"{root}{arg_text} {{ {draw(selection(world, _unwrap(field.type), 3, state))} }}"
 
 
+def _sibling_errors_alike(got: Any, expected: Any) -> bool:
+    """Both answers null their data over the same error raised by several items of one list: which item's error
+    comes first follows the order the resolvers happened to finish in, on either path, so the item index is masked."""
+    def masked(result: Any) -> Any:
+        data, errors = result
+        return data, [{**e, "path": [p if isinstance(p, str) else "#" for p in e.get("path") or []]} for e in errors or []]
+
+    return got[0] is None and expected[0] is None and masked(got) == masked(expected)
+
+
 def test_generated_queries_answer_alike(world: World) -> None:
     compiled = {"roots": 0, "queries": 0}
 
@@ -408,6 +418,8 @@ def test_generated_queries_answer_alike(world: World) -> None:
         got, expected, roots = world.both(query, variables)
         compiled["roots"] += roots
         compiled["queries"] += 1
+        if got != expected and _sibling_errors_alike(got, expected):
+            return
         assert got == expected, (f"\n{query}\n{variables}\ncompiled:  {orjson.dumps(got).decode()[:2000]}"
                                  f"\nresolvers: {orjson.dumps(expected).decode()[:2000]}")
 

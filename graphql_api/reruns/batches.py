@@ -93,7 +93,7 @@ class BatchRunner:
         max_requests: int = 500,
         poll_s: float = 30.0,
         lease_s: float = 300.0,
-        tick_s: float = 1.0,
+        tick_s: float | None = None,
         owner: str | None = None,
     ) -> None:
         self.db = db
@@ -101,7 +101,8 @@ class BatchRunner:
         self.max_requests = max_requests
         self.poll_s = poll_s
         self.lease_s = lease_s
-        self.tick_s = min(tick_s, poll_s)
+        # Idle, it looks every poll_s (a batch is due no sooner); a new job wakes it at once (rerun_queued).
+        self.tick_s = poll_s if tick_s is None else min(tick_s, poll_s)
         self.owner = owner or f"batches:{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
         self.stats = BatchStats()
         self._wake = asyncio.Event()

@@ -353,12 +353,17 @@ class ProgressHub:
             _detach(self._agent_watches, key, watch, subscriber)
 
     def _on_analysis(self, payload: str) -> None:
-        if self.on_analysis is not None:
-            self.on_analysis()
-        if not self._agent_watches:
-            return  # nobody here watches an agent: not even worth parsing
         try:
             message = orjson.loads(payload)
+            made_due = message.get("d", 1)  # deliveries the result made due (absent: assume some)
+        except (ValueError, AttributeError):
+            log.warning("analysis_notification_unreadable", payload=payload[:200])
+            return
+        if made_due and self.on_analysis is not None:
+            self.on_analysis()  # the delivery loop wakes only when there is something to send
+        if not self._agent_watches:
+            return
+        try:
             watch = self._agent_watches.get((int(message["w"]), message["a"]))
             result_id = int(message["r"]) if watch is not None else 0
         except (ValueError, KeyError, TypeError):

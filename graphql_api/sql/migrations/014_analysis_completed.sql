@@ -176,9 +176,9 @@ END $$;
 -- endpoint taking the event. It only reads and inserts: no row lock is waited for, so the lock order of migration 004
 -- is kept. With no endpoint taking the event, the insert's one probe of the enabled-endpoints index finds nothing.
 CREATE FUNCTION analysis_results_completed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    deliveries integer;
 BEGIN
-    PERFORM pg_notify('analysis_completed', json_build_object(
-        'w', NEW.workspace_id, 'a', NEW.agent_id, 'r', NEW.id, 't', NEW.trigger)::text);
     INSERT INTO webhook_deliveries (workspace_id, endpoint_id, event_type, webhook_id, job_id, analysis_result_id,
                                     next_attempt_at)
     SELECT NEW.workspace_id, e.id, 'analysis.completed', 'msg_' || replace(gen_random_uuid()::text, '-', ''),
@@ -187,6 +187,10 @@ BEGIN
     WHERE e.workspace_id = NEW.workspace_id AND e.enabled AND 'analysis.completed' = ANY(e.event_types)
       AND (NEW.trigger <> 'PREVIEW' OR e.include_previews)
     ORDER BY e.id;
+    GET DIAGNOSTICS deliveries = ROW_COUNT;
+    -- 'd': how many deliveries it made due, so a delivery loop wakes only when there is something to send.
+    PERFORM pg_notify('analysis_completed', json_build_object(
+        'w', NEW.workspace_id, 'a', NEW.agent_id, 'r', NEW.id, 't', NEW.trigger, 'd', deliveries)::text);
     RETURN NULL;
 END $$;
 
