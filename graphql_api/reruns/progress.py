@@ -172,10 +172,14 @@ class JobWatch(Watch):
             return
         if self.cursor is None:
             self.cursor = finished_count(job)
-        while self.cursor < finished_count(job):
+        upto = finished_count(job)
+        while self.cursor < upto:
             items, results = await fetch_finished(
                 db, workspace_id=self.workspace_id, job_id=self.job_id, after=self.cursor, limit=FETCH_BATCH
             )
+            # Items that finished after the job row was read wait for the next read (their notification comes),
+            # so every event's counters count its own item.
+            items = [item for item in items if item["finish_index"] <= upto]
             if not items:
                 break
             for item in items:
