@@ -186,8 +186,8 @@ def effective_config(row: Any) -> AnalysisConfig:
     kwargs: dict[str, Any] = {
         "model": row["model"],
         "data_fields": tuple(DataField.from_json(f) for f in row["data_fields"]),
-        "success_rubric": SuccessRubric.from_json(_optional(row, "success_rubric")),
-        "rationale": _optional(row, "rationale") or "NONE",
+        "success_rubric": SuccessRubric.from_json(optional_key(row, "success_rubric")),
+        "rationale": optional_key(row, "rationale") or "NONE",
     }
     for key in PROMPT_KEYS:
         if row[key] is not None:
@@ -195,7 +195,7 @@ def effective_config(row: Any) -> AnalysisConfig:
     return AnalysisConfig(**kwargs)
 
 
-def _optional(row: Any, key: str) -> Any:
+def optional_key(row: Any, key: str) -> Any:
     """A config key that rows and snapshots written before it existed lack."""
     try:
         return row[key]

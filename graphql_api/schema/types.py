@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
 from graphql_api.analysis import base
+from graphql_api.analysis.config import optional_key
 from graphql_api.errors import NotFound, not_found
 from graphql_api.schema.context import Info
 from graphql_api.schema.enums import (
@@ -62,8 +63,8 @@ class AnalysisConfig:
     @classmethod
     def from_row(cls, row: Any) -> AnalysisConfig:
         return cls(
-            success_rubric=SuccessRubric.of(base.SuccessRubric.from_json(_config_key(row, "success_rubric"))),
-            rationale=RationaleMode(_config_key(row, "rationale") or "NONE"),
+            success_rubric=SuccessRubric.of(base.SuccessRubric.from_json(optional_key(row, "success_rubric"))),
+            rationale=RationaleMode(optional_key(row, "rationale") or "NONE"),
             summary_prompt=row["summary_prompt"] or base.DEFAULT_SUMMARY_PROMPT,
             successful_prompt=row["successful_prompt"] or base.DEFAULT_SUCCESSFUL_PROMPT,
             user_sentiment_prompt=row["user_sentiment_prompt"] or base.DEFAULT_USER_SENTIMENT_PROMPT,
@@ -83,14 +84,6 @@ class AnalysisConfig:
             ],
             model=row["model"],
         )
-
-
-def _config_key(row: Any, key: str) -> Any:
-    """A config key that versions and snapshots written before it existed lack."""
-    try:
-        return row[key]
-    except KeyError:
-        return None
 
 
 @strawberry.type(description="One criterion of a CHECKLIST rubric.")
